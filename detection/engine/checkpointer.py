@@ -1,0 +1,94 @@
+"""Training checkpoints: written atomically, found again through a ``last_checkpoint`` pointer."""
+from __future__ import annotations
+
+import logging
+import os
+import random
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+POINTER = "last_checkpoint"
+
+
+def _atomic_write(path: str, write) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    write(tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
+            "numpy_pos": int(np.random.get_state()[2]), "python": repr(random.getstate()),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
+    version, internal, gauss = _parse_python_state(state["python"])
+    random.setstate((version, internal, gauss))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _parse_python_state(text: str):
+    # random.getstate() is a tuple of ints (and None); stored as its repr to stay weights_only-safe.
+    import ast
+    return ast.literal_eval(text)
+
+
+class Checkpointer:
+    """Saves and restores model, optimizer, scheduler, iteration, RNG states and the config."""
+
+    def __init__(self, output_dir: str, model, optimizer=None, scheduler=None, scaler=None):
+        self.output_dir = output_dir
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.scaler = scaler
+
+    def save(self, name: str, iteration: int, **extra) -> str:
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        data = {"model": model.state_dict(), "iteration": iteration, "rng": rng_state(), **extra}
+        if self.optimizer is not None:
+            data["optimizer"] = self.optimizer.state_dict()
+        if self.scheduler is not None:
+            data["scheduler"] = self.scheduler.state_dict()
+        if self.scaler is not None:
+            data["scaler"] = self.scaler.state_dict()
+        os.makedirs(self.output_dir, exist_ok=True)
+        path = os.path.join(self.output_dir, f"{name}.pth")
+        _atomic_write(path, lambda p: torch.save(data, p))
+        _atomic_write(os.path.join(self.output_dir, POINTER),
+                      lambda p: open(p, "w").write(os.path.basename(path)))
+        logger.info("saved checkpoint %s (iteration %d)", path, iteration)
+        return path
+
+    def last_checkpoint(self) -> str | None:
+        pointer = os.path.join(self.output_dir, POINTER)
+        if not os.path.isfile(pointer):
+            return None
+        with open(pointer) as f:
+            path = os.path.join(self.output_dir, f.read().strip())
+        return path if os.path.isfile(path) else None
+
+    def resume(self) -> dict:
+        """Load everything from the last checkpoint; returns its dict (iteration, extras)."""
+        path = self.last_checkpoint()
+        if path is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {self.output_dir} (no {POINTER} file)")
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        model = self.model.module if hasattr(self.model, "module") else self.model
+        model.load_state_dict(data["model"])
+        for key, obj in (("optimizer", self.optimizer), ("scheduler", self.scheduler), ("scaler", self.scaler)):
+            if obj is not None and key in data:
+                obj.load_state_dict(data[key])
+        if "rng" in data:
+            set_rng_state(data["rng"])
+        logger.info("resumed from %s at iteration %d", path, data["iteration"])
+        return data

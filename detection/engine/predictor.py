@@ -1,0 +1,52 @@
+"""Single-image inference from Python: config + weights -> image array -> boxes, scores, labels."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from detection.checkpoint import load_weights
+from detection.modeling import build_model
+
+
+class Predictor:
+    """``Predictor(cfg)(image)`` with ``image`` an (H, W, 3) uint8 array in ``image_format``
+    (OpenCV's BGR by default). Returns numpy arrays in the original image's pixels:
+    ``{"boxes": (D, 4) xyxy, "scores": (D,), "labels": (D,), "classes": [names]}``.
+    """
+
+    def __init__(self, cfg, weights: str | None = None):
+        from detection.data import build_test_transform  # the same resize the evaluator uses
+
+        self.cfg = cfg
+        self.model = build_model(cfg).eval()
+        path = weights if weights is not None else cfg.MODEL.WEIGHTS
+        self.metadata = {}
+        if path:
+            self.metadata = getattr(load_weights(self.model, path), "metadata", {}) or {}
+        self.class_names = self.metadata.get("class_names") or self._dataset_class_names()
+        self.transform = build_test_transform(cfg)
+
+    def _dataset_class_names(self) -> list[str]:
+        k = self.cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        try:
+            from detection.data import get_dataset_info
+            names = list(get_dataset_info(self.cfg, self.cfg.DATASETS.TEST[0]).class_names)
+            if len(names) == k:
+                return names
+        except Exception:  # no dataset on this machine: numbered classes are still useful
+            pass
+        return [f"class_{i}" for i in range(k)]
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray, image_format: str = "BGR") -> dict:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"Predictor expects an (H, W, 3) uint8 image; got {image.shape} {image.dtype}")
+        if image_format != self.cfg.INPUT.FORMAT:
+            image = image[:, :, ::-1]
+        h, w = image.shape[:2]
+        resized = self.transform(image)
+        tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+        out = self.model([{"image": tensor, "height": h, "width": w}])[0]
+        labels = out["labels"].cpu().numpy()
+        return {"boxes": out["boxes"].cpu().numpy(), "scores": out["scores"].cpu().numpy(), "labels": labels,
+                "classes": [self.class_names[i] for i in labels]}

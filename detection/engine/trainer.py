@@ -1,0 +1,145 @@
+"""The training loop: iterations over an infinite loader, SGD, checkpoints, logs, evaluation."""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import math
+import os
+import time
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from detection.utils.comm import get_world_size, is_main_process, reduce_dict
+
+from .checkpointer import Checkpointer
+from .events import EventWriter, plot_curves
+from .solver import build_lr_scheduler, build_optimizer
+
+logger = logging.getLogger(__name__)
+
+
+class Trainer:
+    """Trains ``model`` (already on its device, weights loaded) as ``cfg.SOLVER`` says.
+
+    ``build_loader(start_iter)`` returns an iterator over batches (lists of input dicts) such
+    that batches from ``start_iter`` on equal those of an uninterrupted run: together with the
+    saved RNG states this makes a resumed run continue exactly where the first one stopped.
+    ``evaluate_fn(model)`` returns {dataset: metrics} and is called every TEST.EVAL_PERIOD
+    iterations and at the end. ``extra_checkpoint_data`` (class names, category ids) is saved
+    with every checkpoint so a trained model carries its label mapping.
+    """
+
+    def __init__(self, cfg, model, build_loader, evaluate_fn=None, extra_checkpoint_data: dict | None = None):
+        self.cfg = cfg
+        self.model = model
+        self.optimizer = build_optimizer(cfg, model)
+        self.scheduler = build_lr_scheduler(cfg, self.optimizer)
+        self.device = next(model.parameters()).device
+        amp = cfg.SOLVER.AMP
+        if amp not in ("", "fp16", "bf16"):
+            raise ValueError(f"SOLVER.AMP must be '', 'fp16' or 'bf16'; got {amp!r}")
+        self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp) if self.device.type == "cuda" else None
+        if amp and self.amp_dtype is None:
+            logger.warning("SOLVER.AMP=%s is for CUDA; training in fp32 on %s", amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        if get_world_size() > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        self.build_loader = build_loader
+        self.evaluate_fn = evaluate_fn
+        self.extra = extra_checkpoint_data or {}
+        self.checkpointer = Checkpointer(cfg.OUTPUT_DIR, self.model, self.optimizer, self.scheduler, self.scaler)
+        self.events = EventWriter(cfg.OUTPUT_DIR, enabled=is_main_process())
+        self.iteration = 0
+
+    def resume_or_start(self, resume: bool) -> int:
+        if resume and self.checkpointer.last_checkpoint():
+            self.iteration = self.checkpointer.resume()["iteration"]
+            self.events.truncate_after(self.iteration)
+        elif resume:
+            logger.info("--resume: no checkpoint in %s yet, starting from iteration 0", self.cfg.OUTPUT_DIR)
+        return self.iteration
+
+    def save(self, name: str) -> None:
+        if is_main_process():
+            self.checkpointer.save(name, self.iteration, config=self.cfg.dump(), **self.extra)
+
+    def run_step(self, batch) -> dict[str, float]:
+        autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None
+                    else contextlib.nullcontext())
+        with autocast:
+            losses = self.model(batch)
+        total = sum(losses.values())
+        values = {k: float(v.detach()) for k, v in losses.items()}
+        if not math.isfinite(float(total.detach())):
+            last = self.checkpointer.last_checkpoint()
+            raise FloatingPointError(
+                f"non-finite loss at iteration {self.iteration}: "
+                + ", ".join(f"{k}={v}" for k, v in values.items())
+                + f". Last good checkpoint: {last or 'none saved yet'}. Lower SOLVER.BASE_LR, lengthen "
+                  "SOLVER.WARMUP_ITERS or set SOLVER.CLIP_GRADIENTS."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            total.backward()
+        if self.cfg.SOLVER.CLIP_GRADIENTS > 0:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.SOLVER.CLIP_GRADIENTS)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        values["total_loss"] = sum(values.values())
+        return values
+
+    def evaluate(self) -> None:
+        if self.evaluate_fn is None:
+            return
+        model = self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+        results = self.evaluate_fn(model)
+        for name, metrics in results.items():
+            scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            self.events.write(self.iteration, {**scalars, "dataset": name})
+
+    def train(self) -> None:
+        s = self.cfg.SOLVER
+        start, max_iter = self.iteration, s.MAX_ITER
+        logger.info("training from iteration %d to %d", start, max_iter)
+        loader = iter(self.build_loader(start))
+        self.model.train()
+        window, t_last = [], time.perf_counter()
+        while self.iteration < max_iter:
+            t0 = time.perf_counter()
+            batch = next(loader)
+            data_time = time.perf_counter() - t0
+            values = self.run_step(batch)
+            self.iteration += 1
+            window.append(time.perf_counter() - t0)
+            it = self.iteration
+            if it % self.cfg.LOG_PERIOD == 0 or it == max_iter or it == start + 1:
+                values = reduce_dict(values)
+                sec = sum(window) / len(window)
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.events.write(it, {**values, "lr": lr, "time": sec, "data_time": data_time})
+                eta = datetime.timedelta(seconds=int(sec * (max_iter - it)))
+                terms = "  ".join(f"{k}: {v:.4f}" for k, v in values.items() if k != "total_loss")
+                logger.info("iter %d/%d  total_loss: %.4f  %s  lr: %.5g  %.3f s/it  eta %s",
+                            it, max_iter, values["total_loss"], terms, lr, sec, eta)
+                window = []
+            if s.CHECKPOINT_PERIOD > 0 and it % s.CHECKPOINT_PERIOD == 0 and it != max_iter:
+                self.save(f"model_{it:07d}")
+            if self.cfg.TEST.EVAL_PERIOD > 0 and it % self.cfg.TEST.EVAL_PERIOD == 0 and it != max_iter:
+                self.evaluate()
+        self.save("model_final")
+        logger.info("training done in %.1f min", (time.perf_counter() - t_last) / 60)
+        self.evaluate()
+        if is_main_process():
+            self.events.close()
+            plot_curves(self.events.path, os.path.join(self.cfg.OUTPUT_DIR, "curves.png"))

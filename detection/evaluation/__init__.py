@@ -1,0 +1,30 @@
+"""Evaluation: COCO AP (pycocotools' COCOeval), PASCAL VOC AP, ImageNet-style localization.
+
+* :class:`DetectionEvaluator` - model outputs -> metrics.json / detections.json / table.
+* :class:`LocalizationEvaluator` - top-1/top-5 classification and localization errors.
+* :func:`build_evaluator` - the evaluator for a dataset's ``DatasetInfo`` (cfg, info, records, dir).
+* :func:`evaluate_files` - a COCO results file against a COCO ground-truth file.
+* :func:`voc_ap`, :func:`voc_eval_arrays`, :func:`voc_eval_coco` - the VOC rules.
+"""
+
+from .build import build_evaluator
+from .cli import evaluate_files
+from .coco_eval import load_coco_gt, outputs_to_coco_results, run_coco_eval
+from .evaluator import DetectionEvaluator, compute_detection_metrics
+from .loc_eval import LocalizationEvaluator, localization_verdict
+from .voc_eval import voc_ap, voc_eval_arrays, voc_eval_coco
+
+__all__ = [
+    "build_evaluator",
+    "DetectionEvaluator",
+    "LocalizationEvaluator",
+    "evaluate_files",
+    "compute_detection_metrics",
+    "load_coco_gt",
+    "outputs_to_coco_results",
+    "run_coco_eval",
+    "localization_verdict",
+    "voc_ap",
+    "voc_eval_arrays",
+    "voc_eval_coco",
+]

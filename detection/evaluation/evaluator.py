@@ -1,0 +1,263 @@
+"""``DetectionEvaluator``: COCOeval (AP, AP50, ...) + PASCAL VOC AP (07 11-point, 2010+ area).
+
+Usage::
+
+    evaluator = DetectionEvaluator("val.json", info.class_names, info.category_ids, output_dir)
+    evaluator.reset()
+    for batch in loader:
+        outputs = model(batch)                     # [{"boxes", "scores", "labels"}] per image
+        evaluator.process([r["image_id"] for r in batch], outputs)
+    metrics = evaluator.evaluate()                 # rank 0: the metrics; other ranks: {}
+
+Conventions (see also ``voc_eval`` and ``coco_eval``):
+
+* Metrics are percentages (0..100), as Detectron2 reports them. ``AP50`` (the headline,
+  mAP@0.5) is exactly ``COCOeval.stats[1] * 100``.
+* Evaluation covers the images that were *processed* (over all ranks), not necessarily all
+  images of the json: evaluating a subset gives that subset's metrics (a warning says so).
+* Undefined values (a class without non-crowd ground truth, an area range without boxes)
+  are NaN in the returned dict, ``null`` in metrics.json, and left out of every mean
+  (COCOeval drops its -1 entries; the VOC means use ``nanmean``).
+* COCOeval keeps the 100 best detections per image and class (``maxDets=100``); the VOC
+  metrics use all detections.
+* Crowd boxes (``iscrowd: 1``) are COCOeval's crowd regions and VOC's "difficult" boxes.
+* Distributed: ``evaluate()`` gathers every rank's predictions with ``all_gather_object``
+  (a collective: call it on every rank), keeps each image id once (the first copy, so the
+  padding repeats of ``DistributedSampler`` do not count twice), computes on rank 0 and
+  writes the files there. Rank 0 returns the metrics; the other ranks return ``{}``.
+
+Files written to ``output_dir`` (rank 0): ``detections.json`` (COCO results: xywh, original
+category ids, boxes rounded to 0.01 px, scores to 5 decimals - the metrics are computed from
+these rounded values, so ``evaluate_files`` on it reproduces them exactly), ``metrics.json``,
+``report.txt`` (the table plus pycocotools' summary) and, with ``plot=True``,
+``per_class_AP50.png`` and ``pr_curves.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+from pycocotools.coco import COCO
+
+from .coco_eval import (
+    coco_stats_percent,
+    load_coco_gt,
+    outputs_to_coco_results,
+    per_class_ap,
+    run_coco_eval,
+    validate_results,
+)
+from detection.utils.comm import all_gather_object, is_main_process
+from .report import emit, format_detection_report, plot_per_class_ap, plot_pr_curves, write_json
+from .voc_eval import voc_eval_coco
+
+__all__ = ["DetectionEvaluator", "compute_detection_metrics"]
+
+logger = logging.getLogger(__name__)
+
+
+def _nanmean_percent(values: Iterable[float]) -> float:
+    v = np.asarray(list(values), dtype=np.float64)
+    v = v[~np.isnan(v)]
+    return float(np.mean(v) * 100) if v.size else float("nan")
+
+
+def compute_detection_metrics(
+    coco_gt: COCO,
+    results: List[Dict],
+    class_names: Sequence[str],
+    category_ids: Sequence[int],
+    img_ids: Optional[Sequence[int]] = None,
+    output_dir: Optional[str] = None,
+    plot: bool = True,
+    verbose: bool = True,
+) -> Dict:
+    """All detection metrics for a COCO results list (the core of the evaluator and the CLI).
+
+    ``results`` must already be valid for ``coco_gt`` (see ``validate_results``).
+    ``img_ids``: the evaluated images (None = all images of the ground truth).
+    Writes metrics.json / report.txt / plots into ``output_dir`` when given.
+    """
+    class_names = [str(n) for n in class_names]
+    category_ids = [int(c) for c in category_ids]
+    if len(class_names) != len(category_ids):
+        raise ValueError(f"{len(class_names)} class names but {len(category_ids)} category ids")
+    if len(set(class_names)) != len(class_names):
+        raise ValueError(f"class names are not unique: {class_names}")
+    gt_cats = set(coco_gt.getCatIds())
+    missing = [c for c in category_ids if c not in gt_cats]
+    if missing:
+        raise ValueError(f"category ids {missing} are not categories of the ground-truth json")
+    extra = sorted(gt_cats - set(category_ids))
+    if extra:
+        logger.warning("ground-truth categories %s are not model classes: their boxes are ignored", extra)
+    n_gt_images = len(coco_gt.getImgIds())
+    if img_ids is not None:
+        img_ids = sorted({int(i) for i in img_ids})
+        if len(img_ids) < n_gt_images:
+            logger.warning("evaluating %d of the %d images of the ground truth", len(img_ids), n_gt_images)
+
+    coco_eval, coco_summary = run_coco_eval(coco_gt, results, img_ids=img_ids, cat_ids=category_ids)
+    metrics: Dict = dict(coco_stats_percent(coco_eval))
+    cat_to_name = dict(zip(category_ids, class_names))
+    ap50 = per_class_ap(coco_eval, iou=0.5)
+    ap = per_class_ap(coco_eval, iou=None)
+    # ordered as the contiguous labels
+    metrics["per_class_AP50"] = {cat_to_name[c]: ap50[c] for c in category_ids}
+    metrics["per_class_AP"] = {cat_to_name[c]: ap[c] for c in category_ids}
+
+    voc = voc_eval_coco(coco_gt.dataset, results, category_ids, image_ids=img_ids)
+    metrics["VOC07_mAP50"] = _nanmean_percent(r["ap07"] for r in voc)
+    metrics["VOC_mAP50"] = _nanmean_percent(r["ap"] for r in voc)
+    metrics["per_class_VOC"] = {
+        name: {
+            "AP50_07": r["ap07"] * 100,
+            "AP50": r["ap"] * 100,
+            "num_gt": r["num_gt"],
+            "num_det": r["num_det"],
+            "num_tp": r["num_tp"],
+        }
+        for name, r in zip(class_names, voc)
+    }
+    metrics["num_images"] = len(img_ids) if img_ids is not None else n_gt_images
+    metrics["num_detections"] = len(results)
+
+    text = format_detection_report(metrics)
+    if verbose:
+        emit(text)
+    if output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+        write_json(os.path.join(output_dir, "metrics.json"), metrics)
+        with open(os.path.join(output_dir, "report.txt"), "w", encoding="utf-8") as f:
+            f.write(text + "\n\npycocotools:\n" + coco_summary)
+        if plot:
+            try:
+                plot_per_class_ap(metrics, os.path.join(output_dir, "per_class_AP50.png"))
+                curves = [
+                    {"name": n, "recall": r["recall"], "precision": r["precision"], "ap": r["ap"]}
+                    for n, r in zip(class_names, voc)
+                ]
+                plot_pr_curves(curves, os.path.join(output_dir, "pr_curves.png"))
+            except Exception as e:  # a plot must never cost the metrics
+                logger.warning("could not plot the evaluation results: %r", e)
+    return metrics
+
+
+class DetectionEvaluator:
+    """Collects model outputs, then computes COCO and VOC metrics (see the module docstring).
+
+    Args:
+        json_file: COCO-format ground truth (path; a loaded dict or a ``COCO`` also work).
+        class_names: contiguous label -> class name.
+        category_ids: contiguous label -> original category id of the json.
+        output_dir: where the files go (None: nothing written).
+        plot: write the PNG plots.
+        verbose: print (or log) the table.
+    """
+
+    def __init__(
+        self,
+        json_file,
+        class_names: Sequence[str],
+        category_ids: Sequence[int],
+        output_dir: Optional[str] = None,
+        plot: bool = True,
+        verbose: bool = True,
+    ):
+        if len(class_names) != len(category_ids):
+            raise ValueError(f"{len(class_names)} class names but {len(category_ids)} category ids")
+        self.json_file = json_file
+        self.class_names = [str(n) for n in class_names]
+        self.category_ids = [int(c) for c in category_ids]
+        self.output_dir = output_dir
+        self.plot = plot
+        self.verbose = verbose
+        self._coco_gt: Optional[COCO] = None
+        self.reset()
+
+    @classmethod
+    def from_dataset_info(cls, json_file, info, output_dir: Optional[str] = None, **kwargs) -> "DetectionEvaluator":
+        """Build from a ``DatasetInfo``-like object (``class_names``, ``category_ids``)."""
+        return cls(json_file, info.class_names, info.category_ids, output_dir=output_dir, **kwargs)
+
+    @property
+    def coco_gt(self) -> COCO:
+        if self._coco_gt is None:  # loaded lazily, and only where evaluate() computes
+            self._coco_gt = load_coco_gt(self.json_file)
+        return self._coco_gt
+
+    def reset(self) -> None:
+        self._predictions: Dict[int, List[Dict]] = {}
+
+    def process(self, image_ids, outputs) -> None:
+        """Add one batch. ``image_ids``: original image ids (ints or a tensor);
+        ``outputs``: per image ``{"boxes": (N, 4) xyxy original pixels, "scores": (N,),
+        "labels": (N,) contiguous}`` (tensors on any device, or numpy). An image id seen
+        before keeps its first outputs."""
+        if hasattr(image_ids, "tolist"):
+            image_ids = image_ids.tolist()
+        image_ids = list(image_ids)
+        outputs = list(outputs)
+        if len(image_ids) != len(outputs):
+            raise ValueError(f"{len(image_ids)} image ids but {len(outputs)} outputs")
+        for image_id, out in zip(image_ids, outputs):
+            image_id = int(image_id)
+            if image_id in self._predictions:
+                continue
+            self._predictions[image_id] = outputs_to_coco_results(image_id, out, self.category_ids)
+
+    def _gather(self) -> Optional[Dict[int, List[Dict]]]:
+        parts = all_gather_object(self._predictions)
+        if not is_main_process():
+            return None
+        merged: Dict[int, List[Dict]] = {}
+        for part in parts:
+            for image_id, res in part.items():
+                merged.setdefault(image_id, res)
+        return merged
+
+    def evaluate(self) -> Dict:
+        """Gather, compute (rank 0), write files, return the metrics ({} on other ranks).
+
+        Returned keys: ``AP50`` (headline mAP@0.5), ``AP``, ``AP75``, ``APs``, ``APm``,
+        ``APl``, ``AR1``, ``AR10``, ``AR100``, ``ARs``, ``ARm``, ``ARl`` (COCOeval, %),
+        ``VOC07_mAP50``, ``VOC_mAP50`` (%), ``per_class_AP50`` / ``per_class_AP``
+        ({name: %}), ``per_class_VOC`` ({name: {"AP50_07", "AP50", "num_gt", "num_det",
+        "num_tp"}}), ``num_images``, ``num_detections``.
+        """
+        predictions = self._gather()
+        if predictions is None:
+            return {}
+        if not predictions:
+            logger.warning("DetectionEvaluator: no image was processed; nothing to evaluate")
+            return {}
+        coco_gt = self.coco_gt
+        unknown = sorted(set(predictions) - set(coco_gt.getImgIds()))
+        if unknown:
+            more = f", ... ({len(unknown)} in all)" if len(unknown) > 10 else ""
+            raise ValueError(
+                f"processed image ids not in the ground truth {self.json_file!r}: {unknown[:10]}{more}"
+            )
+        results = [r for image_id in sorted(predictions) for r in predictions[image_id]]
+        validate_results(results, coco_gt, source="model outputs")
+        if self.output_dir:
+            os.makedirs(self.output_dir, exist_ok=True)
+            path = os.path.join(self.output_dir, "detections.json")
+            tmp = path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(results, f, separators=(",", ":"))
+            os.replace(tmp, path)
+        return compute_detection_metrics(
+            coco_gt,
+            results,
+            self.class_names,
+            self.category_ids,
+            img_ids=list(predictions),
+            output_dir=self.output_dir,
+            plot=self.plot,
+            verbose=self.verbose,
+        )

@@ -1,0 +1,256 @@
+"""PASCAL VOC average precision (mAP@0.5), written after the official VOCdevkit rules.
+
+Rules (VOCdevkit ``VOCevaldet.m``), per class:
+
+* Detections of the class, over all images, are sorted by score, highest first. Ties keep
+  their input order (a stable sort, as MATLAB's ``sort``; py-faster-rcnn's ``np.argsort`` is
+  not stable).
+* Each detection is compared with *all* ground-truth boxes of its image and class (difficult
+  ones and already-matched ones included) and takes the one of largest IoU (the first one on
+  ties). With ``ovmax >= iou_threshold`` (VOCdevkit: ``>=``; py-faster-rcnn: ``>``):
+
+  - that box difficult            -> the detection is ignored (neither TP nor FP);
+  - that box not yet matched      -> TP, and the box becomes matched;
+  - that box already matched      -> FP (a duplicate). Note: VOCdevkit does *not* fall back
+    to the second-best, still unmatched box; neither do we.
+
+  Otherwise (no box of the class in the image, or IoU too low) -> FP.
+* ``num_gt`` (``npos``) counts the non-difficult boxes only. Recall = cumTP / npos,
+  precision = cumTP / (cumTP + cumFP).
+* 11-point rule (VOC2007): mean over t in {0, 0.1, ..., 1} of the max precision at recall >= t
+  (0 when recall never reaches t). The thresholds are the doubles nearest to k/10 (``k / 10``),
+  so a recall of exactly 3/10 reaches t = 0.3; py-faster-rcnn's ``np.arange(0, 1.1, 0.1)``
+  has 0.30000000000000004 there and would miss it (it only matters when a recall is exactly a
+  multiple of 0.1).
+* Area rule (VOC2010+): precision made monotone (``mpre[i] = max(mpre[i], mpre[i+1])``) over
+  ``mrec = [0, rec, 1]``, ``mpre = [0, prec, 0]``, then ``sum((mrec[i+1] - mrec[i]) * mpre[i+1])``
+  over the points where recall changes.
+
+IoU: our boxes are continuous-coordinate ``xyxy`` (x2 = x1 + width), so the IoU is the plain
+continuous one (``torchvision.ops.box_iou``), *without* VOCdevkit's ``+1`` pixel convention.
+On integer VOC pixel boxes this makes small boxes look slightly worse than VOCdevkit would
+(a 10x10 box read as 9x9); numbers differ from the official devkit by a few tenths at most.
+
+A class with no non-difficult ground truth has an undefined AP: it is reported as NaN and
+left out of the mean (``np.nanmean``). A class with ground truth but no detection has AP 0.
+Unlike COCOeval there is no cap on the number of detections per image.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torchvision.ops import box_iou
+
+__all__ = ["voc_ap", "voc_eval_arrays", "voc_eval_coco"]
+
+#: Recall thresholds of the 11-point rule: the doubles nearest to 0, 0.1, ..., 1.0.
+RECALL_THRESHOLDS_11 = np.arange(11, dtype=np.float64) / 10.0
+
+
+def voc_ap(rec, prec, use_07_metric: bool = False) -> float:
+    """AP from a PR curve (``rec``, ``prec``: detections sorted by score).
+
+    ``use_07_metric=True``: the VOC2007 11-point rule; otherwise the VOC2010+ area rule
+    (all points). An empty curve gives 0.
+    """
+    rec = np.asarray(rec, dtype=np.float64).reshape(-1)
+    prec = np.asarray(prec, dtype=np.float64).reshape(-1)
+    if rec.shape != prec.shape:
+        raise ValueError(f"rec and prec differ in length: {rec.shape} vs {prec.shape}")
+    if use_07_metric:
+        ap = 0.0
+        for t in RECALL_THRESHOLDS_11:
+            mask = rec >= t
+            p = float(np.max(prec[mask])) if mask.any() else 0.0
+            ap += p / 11.0
+        return float(ap)
+    mrec = np.concatenate(([0.0], rec, [1.0]))
+    mpre = np.concatenate(([0.0], prec, [0.0]))
+    # precision envelope: mpre[i] = max(mpre[i:]) (right-to-left running maximum)
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    i = np.where(mrec[1:] != mrec[:-1])[0]
+    return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
+
+
+def _as_np(x, dtype, shape_tail=()):
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x, dtype=dtype)
+    if shape_tail:
+        x = x.reshape((-1,) + tuple(shape_tail))
+    else:
+        x = x.reshape(-1)
+    return x
+
+
+def _best_gt_per_detection(gt_boxes, gt_labels, gt_image, det_boxes, det_labels, det_image):
+    """For each detection: (max IoU with a gt box of its image and class, index of that box).
+
+    Index -1 and IoU -inf where the image has no box of the class.
+    """
+    nd = det_boxes.shape[0]
+    ovmax = np.full(nd, -np.inf, dtype=np.float64)
+    jmax = np.full(nd, -1, dtype=np.int64)
+    if nd == 0 or gt_boxes.shape[0] == 0:
+        return ovmax, jmax
+    # group both sides by image (stable, so the gt order inside an image is kept: ties in
+    # IoU go to the first box, as in VOCdevkit's ``if ov > ovmax``)
+    g_order = np.argsort(gt_image, kind="stable")
+    d_order = np.argsort(det_image, kind="stable")
+    g_img_sorted = gt_image[g_order]
+    d_img_sorted = det_image[d_order]
+    images = np.intersect1d(np.unique(d_img_sorted), np.unique(g_img_sorted))
+    g_start = np.searchsorted(g_img_sorted, images, side="left")
+    g_end = np.searchsorted(g_img_sorted, images, side="right")
+    d_start = np.searchsorted(d_img_sorted, images, side="left")
+    d_end = np.searchsorted(d_img_sorted, images, side="right")
+    gt_t = torch.from_numpy(gt_boxes)
+    det_t = torch.from_numpy(det_boxes)
+    for gs, ge, ds, de in zip(g_start, g_end, d_start, d_end):
+        gi = g_order[gs:ge]
+        di = d_order[ds:de]
+        iou = box_iou(det_t[di], gt_t[gi]).numpy()
+        iou = np.nan_to_num(iou, nan=0.0)  # degenerate (zero-area) pairs
+        same_class = det_labels[di][:, None] == gt_labels[gi][None, :]
+        iou = np.where(same_class, iou, -np.inf)
+        best = np.argmax(iou, axis=1)  # first maximum on ties
+        best_iou = iou[np.arange(len(di)), best]
+        has = np.isfinite(best_iou)
+        ovmax[di] = best_iou
+        jmax[di] = np.where(has, gi[best], -1)
+    return ovmax, jmax
+
+
+def voc_eval_arrays(
+    gt_boxes,
+    gt_labels,
+    gt_image,
+    det_boxes,
+    det_scores,
+    det_labels,
+    det_image,
+    num_classes: int,
+    gt_difficult=None,
+    iou_threshold: float = 0.5,
+) -> List[Dict]:
+    """VOC AP of every class from flat arrays.
+
+    Args:
+        gt_boxes: (G, 4) xyxy; gt_labels: (G,) int in [0, num_classes); gt_image: (G,) int
+            image key (any integer id); gt_difficult: (G,) bool (None = none difficult).
+        det_boxes: (D, 4) xyxy; det_scores: (D,); det_labels: (D,) int; det_image: (D,) int.
+            Detections of images without ground truth are all FP.
+        num_classes: K.
+    Returns:
+        a list of K dicts: ``{"ap": area-rule AP, "ap07": 11-point AP (fractions 0..1, NaN
+        when num_gt == 0), "num_gt": non-difficult gt count, "num_det": detections of the
+        class, "num_ignored": detections matched to difficult boxes, "num_tp": TPs,
+        "recall": (n,), "precision": (n,), "scores": (n,)}``, the curves over the
+        non-ignored detections in score order.
+    """
+    gt_boxes = _as_np(gt_boxes, np.float64, (4,))
+    gt_labels = _as_np(gt_labels, np.int64)
+    gt_image = _as_np(gt_image, np.int64)
+    det_boxes = _as_np(det_boxes, np.float64, (4,))
+    det_scores = _as_np(det_scores, np.float64)
+    det_labels = _as_np(det_labels, np.int64)
+    det_image = _as_np(det_image, np.int64)
+    if gt_difficult is None:
+        gt_difficult = np.zeros(gt_boxes.shape[0], dtype=bool)
+    else:
+        gt_difficult = _as_np(gt_difficult, bool)
+    G, D = gt_boxes.shape[0], det_boxes.shape[0]
+    for name, arr, n in (("gt_labels", gt_labels, G), ("gt_image", gt_image, G),
+                         ("gt_difficult", gt_difficult, G), ("det_scores", det_scores, D),
+                         ("det_labels", det_labels, D), ("det_image", det_image, D)):
+        if arr.shape[0] != n:
+            raise ValueError(f"{name} has {arr.shape[0]} entries, expected {n}")
+
+    ovmax, jmax = _best_gt_per_detection(gt_boxes, gt_labels, gt_image, det_boxes, det_labels, det_image)
+
+    results = []
+    for c in range(num_classes):
+        npos = int(np.count_nonzero((gt_labels == c) & ~gt_difficult))
+        idx = np.nonzero(det_labels == c)[0]
+        order = idx[np.argsort(-det_scores[idx], kind="stable")]
+        ov, jm = ovmax[order], jmax[order]
+        hit = ov >= iou_threshold  # implies jm >= 0
+        ignored = np.zeros(len(order), dtype=bool)
+        ignored[hit] = gt_difficult[jm[hit]]
+        candidate = hit & ~ignored
+        # official loop: a candidate is a TP iff it is the first (in score order) to claim its
+        # best gt box; later claimants of the same box are duplicates (FP)
+        tp = np.zeros(len(order), dtype=bool)
+        cand_idx = np.nonzero(candidate)[0]
+        _, first = np.unique(jm[cand_idx], return_index=True)
+        tp[cand_idx[first]] = True
+        keep = ~ignored
+        tp_k = tp[keep].astype(np.float64)
+        fp_k = 1.0 - tp_k
+        tp_c = np.cumsum(tp_k)
+        fp_c = np.cumsum(fp_k)
+        prec = tp_c / np.maximum(tp_c + fp_c, np.finfo(np.float64).eps)
+        if npos > 0:
+            rec = tp_c / npos
+            ap = voc_ap(rec, prec, use_07_metric=False)
+            ap07 = voc_ap(rec, prec, use_07_metric=True)
+        else:
+            rec = np.full_like(tp_c, np.nan)
+            ap = ap07 = float("nan")
+        results.append({
+            "ap": ap,
+            "ap07": ap07,
+            "num_gt": npos,
+            "num_det": int(len(order)),
+            "num_ignored": int(np.count_nonzero(ignored)),
+            "num_tp": int(np.count_nonzero(tp)),
+            "recall": rec,
+            "precision": prec,
+            "scores": det_scores[order][keep],
+        })
+    return results
+
+
+def voc_eval_coco(
+    gt_dataset: Dict,
+    results: Sequence[Dict],
+    category_ids: Sequence[int],
+    image_ids: Optional[Sequence[int]] = None,
+    iou_threshold: float = 0.5,
+) -> List[Dict]:
+    """VOC AP from a COCO-format ground-truth dict and a COCO results list.
+
+    ``gt_dataset``: the loaded json (``images``, ``annotations`` with ``bbox`` xywh,
+    ``category_id``, ``iscrowd``). Boxes with ``iscrowd: 1`` are VOC's "difficult" boxes.
+    ``results``: ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]``.
+    ``category_ids``: contiguous label -> original id; the returned list follows it.
+    ``image_ids``: evaluate only these images (None = all images of ``gt_dataset``).
+    Categories not in ``category_ids`` are ignored on both sides.
+    """
+    cat_to_label = {int(c): i for i, c in enumerate(category_ids)}
+    img_set = None if image_ids is None else {int(i) for i in image_ids}
+
+    def _collect(items, with_score):
+        boxes, labels, images, extra = [], [], [], []
+        for a in items:
+            lab = cat_to_label.get(int(a["category_id"]))
+            if lab is None:
+                continue
+            img = int(a["image_id"])
+            if img_set is not None and img not in img_set:
+                continue
+            x, y, w, h = a["bbox"]
+            boxes.append((x, y, x + w, y + h))
+            labels.append(lab)
+            images.append(img)
+            extra.append(float(a["score"]) if with_score else bool(a.get("iscrowd", 0)))
+        return (np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(labels, dtype=np.int64),
+                np.asarray(images, dtype=np.int64), np.asarray(extra))
+
+    gb, gl, gi, gd = _collect(gt_dataset.get("annotations", []), with_score=False)
+    db, dl, di, ds = _collect(results, with_score=True)
+    return voc_eval_arrays(gb, gl, gi, db, ds, dl, di, num_classes=len(category_ids),
+                           gt_difficult=gd.astype(bool), iou_threshold=iou_threshold)

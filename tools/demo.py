@@ -1,0 +1,73 @@
+#!/usr/bin/env python
+"""Detect objects in images and draw them.
+
+    python tools/demo.py --config configs/quickstart.yaml --weights output/quickstart/model_final.pth \
+        --input datasets/synthetic/val/images --output output/demo [--score-thresh 0.5] [KEY VALUE ...]
+
+For each image writes DIR/<name>.jpg (boxes, class names, scores drawn) and DIR/<name>.json
+(a list of {"box": [x1, y1, x2, y2], "score", "label", "class"} in original pixels).
+"""
+import json
+import logging
+import os
+import sys
+
+import cv2
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from detection.data.image_io import ImageReadError, read_image  # noqa: E402
+from detection.engine.launch import default_parser, setup  # noqa: E402
+from detection.engine.predictor import Predictor  # noqa: E402
+from detection.utils.visualize import draw_detections  # noqa: E402
+
+logger = logging.getLogger("detection")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(paths: list[str]) -> list[str]:
+    files = []
+    for p in paths:
+        if os.path.isdir(p):
+            files += sorted(os.path.join(p, f) for f in os.listdir(p) if f.lower().endswith(IMAGE_EXTS))
+        elif os.path.isfile(p):
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"--input {p}: no such file or folder")
+    if not files:
+        raise FileNotFoundError(f"--input {paths}: no images found")
+    return files
+
+
+def main(argv=None) -> list[str]:
+    parser = default_parser(__doc__)
+    parser.add_argument("--weights", default=None, help="checkpoint (default: MODEL.WEIGHTS)")
+    parser.add_argument("--input", nargs="+", required=True, help="images or folders")
+    parser.add_argument("--output", required=True, help="folder for the drawn images and json files")
+    parser.add_argument("--score-thresh", type=float, default=0.5, help="draw and write detections above this")
+    args = parser.parse_args(argv)
+    cfg = setup(args)
+    predictor = Predictor(cfg, args.weights)
+    os.makedirs(args.output, exist_ok=True)
+    written = []
+    for path in list_images(args.input):
+        try:
+            image = read_image(path, "BGR")
+        except ImageReadError as e:
+            logger.error("skipping %s", e)
+            continue
+        out = predictor(image, "BGR")
+        keep = out["scores"] >= args.score_thresh
+        dets = [{"box": [round(float(v), 2) for v in b], "score": round(float(s), 4), "label": int(l), "class": c}
+                for b, s, l, c, k in zip(out["boxes"], out["scores"], out["labels"], out["classes"], keep) if k]
+        name = os.path.splitext(os.path.basename(path))[0]
+        cv2.imwrite(os.path.join(args.output, f"{name}.jpg"), draw_detections(image, dets))
+        with open(os.path.join(args.output, f"{name}.json"), "w") as f:
+            json.dump(dets, f, indent=1)
+        logger.info("%s: %d detections >= %.2f", path, len(dets), args.score_thresh)
+        written.append(os.path.join(args.output, f"{name}.json"))
+    return written
+
+
+if __name__ == "__main__":
+    main()
