@@ -11,7 +11,7 @@ setup(
         "torchvision>=0.16",
         "numpy",
         "pycocotools>=2.0.7",
-        "albumentations>=1.4",
+        "albumentations>=2.0",
         # The headless build: albumentations depends on it, and a second (GUI) OpenCV wheel
         # installed beside it would shadow the same cv2 module.
         "opencv-python-headless>=4.8",

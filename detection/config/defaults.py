@@ -93,6 +93,7 @@ SCHEMA = {
         "CROP_SIZE": (224, "localization mode: random square crop in training"),
         "LOC_TEST_MODE": ("1-crop", "localization test: 1-crop (centre crop) or dense (whole image)"),
         "LOC_TEST_SIZES": ([256], "localization dense test: shorter side(s)"),
+        "RESIZE_INTERP": ("bilinear", "resize interpolation: bilinear (OpenCV) or pil_bilinear (PIL, bit-exact with Detectron2)"),
     },
     "DATASETS": {
         "ROOT": ("", "data root; empty = $DETECTION_DATASETS or ./datasets"),
@@ -105,6 +106,7 @@ SCHEMA = {
             "NUM_VAL": (50, "images in the synthetic val split"),
             "IMAGE_SIZE": (256, "longer side of synthetic images"),
             "SEED": (0, "seed of the synthetic generator"),
+            "IMAGE_FORMAT": ("jpg", "file format of synthetic images: jpg or png (lossless)"),
         },
     },
     "DATALOADER": {

@@ -1,0 +1,106 @@
+"""The mapper: record -> model input dict (decode, augment, convert to tensors).
+
+Output of ``DatasetMapper(cfg, is_train)(record)``::
+
+    {"image": torch.uint8 (3, H, W)     # transformed image, channels in INPUT.FORMAT order, 0..255
+     "boxes": torch.float32 (N, 4)      # xyxy in the TRANSFORMED image's pixels; ignore boxes removed
+     "labels": torch.int64 (N,),
+     "height": int, "width": int,       # ORIGINAL image size (map predictions back with these)
+     "image_id": int, "file_name": str}
+
+plus, for the localization 1-crop test only, "resized_size": (h, w) before the crop and
+"crop_origin": (x0, y0) of the crop in that resized image (see ``boxes_to_original``).
+Normalisation (PIXEL_MEAN/STD) and padding are the model's job.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from .image_io import ImageReadError, read_image
+from .stats import STATS, DataStats
+from .transforms import (build_test_augmentation, build_train_augmentation, center_crop_origin, reseed,
+                         resize_shortest_edge_size)
+
+__all__ = ["DatasetMapper", "boxes_to_original"]
+
+logger = logging.getLogger(__name__)
+
+
+class DatasetMapper:
+    """Callable ``(record, seed=None) -> dict``; ``seed`` fixes the augmentation of this call
+    (training loaders pass one per (seed, stream position), so workers and resumes don't matter)."""
+
+    def __init__(self, cfg, is_train: bool, loc: bool = False, stats: DataStats = STATS):
+        if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
+            raise ValueError(f"INPUT.FORMAT must be RGB or BGR, got {cfg.INPUT.FORMAT!r}")
+        self.is_train, self.loc, self.format = is_train, loc, cfg.INPUT.FORMAT
+        # transforms run on RGB (ColorJitter's saturation/hue assume it); converted to FORMAT at the end
+        self.augment = build_train_augmentation(cfg, loc) if is_train else build_test_augmentation(cfg, loc)
+        self.one_crop = loc and not is_train and cfg.INPUT.LOC_TEST_MODE == "1-crop"
+        self._crop = (cfg.INPUT.LOC_TEST_SIZES[0], cfg.INPUT.MAX_SIZE_TEST, cfg.INPUT.CROP_SIZE)
+        self.stats = stats
+
+    def __call__(self, record: dict, seed: int | None = None) -> dict:
+        image = read_image(record["file_name"], "RGB")
+        h, w = image.shape[:2]
+        if (h, w) != (record["height"], record["width"]):
+            raise ImageReadError(
+                f"image {record['file_name']} decodes to {h}x{w} (HxW, after EXIF orientation) but its "
+                f"annotation says {record['height']}x{record['width']}; the boxes would not match")
+        keep = ~record["ignore"]
+        boxes, labels = record["boxes"][keep], record["labels"][keep]
+        if seed is not None:
+            reseed(self.augment, seed)
+        out = self.augment(image=image, bboxes=boxes, box_index=np.arange(len(boxes)))
+        kept = np.asarray(out["box_index"], dtype=np.int64).reshape(-1)
+        if len(kept) < len(boxes):
+            self._count_dropped(len(boxes) - len(kept), record)
+        img = out["image"]
+        if self.format == "BGR":
+            img = img[:, :, ::-1]
+        sample = {
+            "image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
+            "boxes": torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)[:, :4]),
+            "labels": torch.as_tensor(labels[kept], dtype=torch.int64),
+            "height": int(record["height"]),
+            "width": int(record["width"]),
+            "image_id": int(record["image_id"]),
+            "file_name": record["file_name"],
+        }
+        if self.one_crop:
+            short, max_size, crop = self._crop
+            rh, rw = resize_shortest_edge_size(h, w, short, max_size)
+            sample["resized_size"] = (rh, rw)
+            sample["crop_origin"] = center_crop_origin(rh, rw, crop)
+        return sample
+
+    def _count_dropped(self, n: int, record: dict) -> None:
+        total = self.stats.add("boxes_dropped_by_transforms", n)
+        logger.debug("%s: %d boxes degenerate after transforms, dropped", record["file_name"], n)
+        if len(str(total)) != len(str(total - n)) or total == n:  # log at 1, 10, 100, ... in total
+            logger.info("%d boxes dropped so far because resize/crop/clip made them degenerate "
+                        "(counted in detection.data.data_stats())", total)
+
+
+def boxes_to_original(boxes: torch.Tensor, sample: dict, image_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Map xyxy boxes predicted on ``sample["image"]`` back to original image pixels.
+
+    ``image_size`` = (H, W) of the image the boxes refer to (default: ``sample["image"]``'s). A
+    localization 1-crop sample is first shifted by its crop origin. Boxes are clipped to the image.
+    """
+    boxes = boxes.clone().to(torch.float32)
+    if "crop_origin" in sample:
+        x0, y0 = sample["crop_origin"]
+        boxes[:, 0::2] += x0
+        boxes[:, 1::2] += y0
+        h, w = sample["resized_size"]
+    else:
+        h, w = image_size if image_size is not None else sample["image"].shape[-2:]
+    boxes[:, 0::2] *= sample["width"] / w
+    boxes[:, 1::2] *= sample["height"] / h
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, sample["width"])
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, sample["height"])
+    return boxes

@@ -1,0 +1,219 @@
+#!/usr/bin/env python
+"""Speed and memory of our C4 Faster R-CNN against one assembled from torchvision's generic
+detection classes (same ResNet trunk and res5 head, image size and proposal counts).
+
+    python tools/benchmark.py --config configs/coco_r101.yaml --size 600 1000 [--device cuda] [--amp bf16]
+
+Prints the median inference time per image and training time per iteration (after warm-up),
+the peak memory of each (GPU: max allocated; CPU: peak resident set of a fresh process), and
+the ratio torchvision / ours. Each measurement runs in its own process so peaks don't mix.
+Weights are random: speed does not depend on them.
+"""
+import argparse
+import json
+import multiprocessing as mp
+import os
+import resource
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+
+def synthetic_batch(n: int, h: int, w: int, num_classes: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    batch = []
+    for _ in range(n):
+        image = torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+        xy = torch.rand(8, 2, generator=g) * torch.tensor([w * 0.7, h * 0.7])
+        wh = 32 + torch.rand(8, 2, generator=g) * torch.tensor([w * 0.3, h * 0.3])
+        boxes = torch.cat([xy, xy + wh], 1)
+        labels = torch.randint(0, num_classes, (8,), generator=g)
+        batch.append({"image": image, "boxes": boxes, "labels": labels, "height": h, "width": w})
+    return batch
+
+
+def build_ours(cfg):
+    from detection.modeling import build_model
+    return build_model(cfg)
+
+
+class TorchvisionC4(nn.Module):
+    """torchvision.models.detection.FasterRCNN with our trunk as backbone and res5 as box head,
+    adapted to our input/output dicts. The box pooler must be torchvision's MultiScaleRoIAlign."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        from torchvision.models.detection import FasterRCNN
+        from torchvision.models.detection.anchor_utils import AnchorGenerator
+        from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+        from torchvision.ops import MultiScaleRoIAlign
+
+        from detection.modeling.backbone import build_c4_backbone
+
+        trunk, res5 = build_c4_backbone(cfg)
+
+        class Backbone(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = trunk
+                self.out_channels = trunk.out_channels
+
+            def forward(self, x):
+                return {"0": self.body(x)["res4"]}
+
+        class Res5Head(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.res5 = res5
+
+            def forward(self, x):
+                return self.res5(x).mean(dim=(2, 3))
+
+        r, h, a = cfg.MODEL.RPN, cfg.MODEL.ROI_HEADS, cfg.MODEL.ANCHOR_GENERATOR
+        anchors = AnchorGenerator(sizes=(tuple(a.SIZES),), aspect_ratios=(tuple(a.ASPECT_RATIOS),))
+        res_channels = res5[-1].conv3.out_channels if hasattr(res5[-1], "conv3") else res5[-1].conv2.out_channels
+        mean = [m / 255.0 for m in cfg.MODEL.PIXEL_MEAN]
+        std = [s / 255.0 for s in cfg.MODEL.PIXEL_STD]
+        self.model = FasterRCNN(
+            Backbone(), num_classes=None, min_size=cfg.INPUT.MIN_SIZE_TEST, max_size=cfg.INPUT.MAX_SIZE_TEST,
+            image_mean=mean, image_std=std, rpn_anchor_generator=anchors,
+            rpn_pre_nms_top_n_train=r.PRE_NMS_TOPK_TRAIN, rpn_pre_nms_top_n_test=r.PRE_NMS_TOPK_TEST,
+            rpn_post_nms_top_n_train=r.POST_NMS_TOPK_TRAIN, rpn_post_nms_top_n_test=r.POST_NMS_TOPK_TEST,
+            rpn_nms_thresh=r.NMS_THRESH, rpn_batch_size_per_image=r.BATCH_SIZE_PER_IMAGE,
+            box_roi_pool=MultiScaleRoIAlign(["0"], cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION, sampling_ratio=0),
+            box_head=Res5Head(), box_predictor=FastRCNNPredictor(res_channels, h.NUM_CLASSES + 1),
+            box_score_thresh=h.SCORE_THRESH_TEST, box_nms_thresh=h.NMS_THRESH_TEST,
+            box_detections_per_img=h.DETECTIONS_PER_IMAGE, box_batch_size_per_image=h.BATCH_SIZE_PER_IMAGE,
+            box_positive_fraction=h.POSITIVE_FRACTION,
+        )
+
+    def forward(self, batch):
+        images = [x["image"].to(self.model.roi_heads.box_predictor.cls_score.weight.device).float() / 255.0
+                  for x in batch]
+        if self.training:
+            targets = [{"boxes": x["boxes"].to(images[0].device), "labels": x["labels"].to(images[0].device) + 1}
+                       for x in batch]
+            return self.model(images, targets)
+        return self.model(images)
+
+
+def _sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure(which: str, config: str, opts: list, size, mode: str, iters: int, warmup: int, amp: str, queue):
+    from detection.config import load_config
+
+    torch.manual_seed(0)
+    cfg = load_config(config, opts)
+    device = cfg.MODEL.DEVICE
+    h, w = size
+    # Our model takes images already resized (by the data loader); torchvision's resizes inside.
+    # Giving both an image already at the target size makes torchvision's resize a no-op copy.
+    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = min(h, w), max(h, w)
+    model = (build_ours(cfg) if which == "ours" else TorchvisionC4(cfg)).to(device)
+    batch = synthetic_batch(1, h, w, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    autocast = torch.autocast("cuda", dtype=dtype) if dtype and device.startswith("cuda") else None
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    if mode == "inference":
+        model.eval()
+        with torch.no_grad():
+            for i in range(warmup + iters):
+                _sync(device)
+                t = time.perf_counter()
+                if autocast:
+                    with autocast:
+                        model(batch)
+                else:
+                    model(batch)
+                _sync(device)
+                if i >= warmup:
+                    times.append(time.perf_counter() - t)
+    else:
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=1e-4, momentum=0.9)
+        scaler = torch.amp.GradScaler("cuda") if amp == "fp16" and device.startswith("cuda") else None
+        for i in range(warmup + iters):
+            _sync(device)
+            t = time.perf_counter()
+            if autocast:
+                with autocast:
+                    loss = sum(model(batch).values())
+            else:
+                loss = sum(model(batch).values())
+            opt.zero_grad()
+            if scaler:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            _sync(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - t)
+    if device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        peak_kind = "GPU max allocated"
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        peak_kind = "peak RSS"
+    queue.put({"median_s": statistics.median(times), "times": times, "peak_mib": peak, "peak_kind": peak_kind})
+
+
+def run_isolated(*args) -> dict:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=measure, args=(*args, q))
+    p.start()
+    out = q.get()
+    p.join()
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/coco_r101.yaml")
+    p.add_argument("--size", type=int, nargs=2, default=[600, 1000], metavar=("H", "W"))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", default="", choices=["", "bf16", "fp16"], help="CUDA only")
+    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--modes", nargs="+", default=["inference", "train"], choices=["inference", "train"])
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument("--json", default="", help="also write the results here")
+    p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    opts = ["MODEL.DEVICE", args.device, "MODEL.WEIGHTS", "", *args.opts]
+    results = {}
+    print(f"config {args.config}, image {args.size[0]}x{args.size[1]}, device {args.device}"
+          f"{', amp ' + args.amp if args.amp else ''}, {args.iters} timed iterations after {args.warmup} warm-up")
+    for mode in args.modes:
+        for which in ("ours", "torchvision"):
+            r = run_isolated(which, args.config, opts, args.size, mode, args.iters, args.warmup, args.amp)
+            results[f"{mode}/{which}"] = r
+            print(f"  {mode:9s} {which:12s} median {r['median_s'] * 1000:9.1f} ms   {r['peak_kind']} "
+                  f"{r['peak_mib']:8.0f} MiB", flush=True)
+        ratio = results[f"{mode}/torchvision"]["median_s"] / results[f"{mode}/ours"]["median_s"]
+        print(f"  {mode:9s} torchvision / ours = {ratio:.2f}x")
+        results[f"{mode}/ratio_torchvision_over_ours"] = ratio
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return results
+
+
+if __name__ == "__main__":
+    main()
