@@ -102,6 +102,42 @@ class TorchvisionC4(nn.Module):
         return self.model(images)
 
 
+@torch.no_grad()
+def calibrate_frozen_bn(model: nn.Module, batch) -> None:
+    """Set every FrozenBN's statistics to those of its input on ``batch``, in forward order.
+
+    Random weights without normalisation blow activations up through 100 layers, the RPN then
+    collapses to a handful of proposals and the timing means nothing. After this the network
+    behaves like a trained one in scale: the RPN keeps its full proposal budget.
+    """
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    def set_stats(module, args):
+        x = args[0]
+        module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+        module.running_var.copy_(x.var(dim=(0, 2, 3)))
+
+    hooks = [m.register_forward_pre_hook(set_stats) for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    was_training = model.training
+    model.eval()
+    model(batch)
+    model.train(was_training)
+    for h in hooks:
+        h.remove()
+
+
+def count_rois(which: str, model: nn.Module, batch) -> int:
+    """How many proposals reach the res5 head at test time."""
+    seen = []
+    head = model.roi_heads.res5 if which == "ours" else model.model.roi_heads.box_head.res5
+    h = head.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]))
+    with torch.no_grad():
+        model.eval()
+        model(batch)
+    h.remove()
+    return seen[0]
+
+
 def _sync(device):
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -117,8 +153,23 @@ def measure(which: str, config: str, opts: list, size, mode: str, iters: int, wa
     # Our model takes images already resized (by the data loader); torchvision's resizes inside.
     # Giving both an image already at the target size makes torchvision's resize a no-op copy.
     cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = min(h, w), max(h, w)
-    model = (build_ours(cfg) if which == "ours" else TorchvisionC4(cfg)).to(device)
+    ours = build_ours(cfg)
     batch = synthetic_batch(1, h, w, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    calibrate_frozen_bn(ours, batch)
+    if which == "ours":
+        model = ours
+    else:  # the same weights in torchvision's assembly
+        model = TorchvisionC4(cfg)
+        model.model.backbone.body.load_state_dict(ours.backbone.state_dict())
+        model.model.roi_heads.box_head.res5.load_state_dict(ours.roi_heads.res5.state_dict())
+        for mine, theirs in ((ours.rpn.head.conv, model.model.rpn.head.conv[0][0]),
+                             (ours.rpn.head.objectness_logits, model.model.rpn.head.cls_logits),
+                             (ours.rpn.head.anchor_deltas, model.model.rpn.head.bbox_pred)):
+            theirs.load_state_dict(mine.state_dict())
+        model.model.roi_heads.box_predictor.load_state_dict(ours.roi_heads.box_predictor.state_dict())
+    del ours
+    model = model.to(device)
+    rois = count_rois(which, model, batch)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     autocast = torch.autocast("cuda", dtype=dtype) if dtype and device.startswith("cuda") else None
     if device.startswith("cuda"):
@@ -168,7 +219,8 @@ def measure(which: str, config: str, opts: list, size, mode: str, iters: int, wa
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         peak_kind = "peak RSS"
-    queue.put({"median_s": statistics.median(times), "times": times, "peak_mib": peak, "peak_kind": peak_kind})
+    queue.put({"median_s": statistics.median(times), "times": times, "peak_mib": peak, "peak_kind": peak_kind,
+               "test_rois": rois})
 
 
 def run_isolated(*args) -> dict:
@@ -189,7 +241,7 @@ def main(argv=None):
     p.add_argument("--amp", default="", choices=["", "bf16", "fp16"], help="CUDA only")
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--modes", nargs="+", default=["inference", "train"], choices=["inference", "train"])
+    p.add_argument("--mode", default="both", choices=["both", "inference", "train"])
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--json", default="", help="also write the results here")
     p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE")
@@ -200,12 +252,12 @@ def main(argv=None):
     results = {}
     print(f"config {args.config}, image {args.size[0]}x{args.size[1]}, device {args.device}"
           f"{', amp ' + args.amp if args.amp else ''}, {args.iters} timed iterations after {args.warmup} warm-up")
-    for mode in args.modes:
+    for mode in (["inference", "train"] if args.mode == "both" else [args.mode]):
         for which in ("ours", "torchvision"):
             r = run_isolated(which, args.config, opts, args.size, mode, args.iters, args.warmup, args.amp)
             results[f"{mode}/{which}"] = r
             print(f"  {mode:9s} {which:12s} median {r['median_s'] * 1000:9.1f} ms   {r['peak_kind']} "
-                  f"{r['peak_mib']:8.0f} MiB", flush=True)
+                  f"{r['peak_mib']:8.0f} MiB   RoIs at test {r['test_rois']}", flush=True)
         ratio = results[f"{mode}/torchvision"]["median_s"] / results[f"{mode}/ours"]["median_s"]
         print(f"  {mode:9s} torchvision / ours = {ratio:.2f}x")
         results[f"{mode}/ratio_torchvision_over_ours"] = ratio

@@ -22,7 +22,7 @@ class Predictor:
         path = weights if weights is not None else cfg.MODEL.WEIGHTS
         self.metadata = {}
         if path:
-            self.metadata = getattr(load_weights(self.model, path), "metadata", {}) or {}
+            self.metadata = load_weights(self.model, path, cfg=cfg).info.metadata
         self.class_names = self.metadata.get("class_names") or self._dataset_class_names()
         self.transform = build_test_transform(cfg)
 
