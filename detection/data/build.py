@@ -211,8 +211,11 @@ def build_train_loader(cfg, start_iter: int = 0, rank: int | None = None,
     logger.info("train loader: %d images from %s (%s mode), %d per batch per process, seed %d, start_iter %d",
                 len(records), list(cfg.DATASETS.TRAIN), "localization" if loc else "detection",
                 batch_size, seed, start_iter)
+    # A generator of its own: DataLoader draws its base seed when an iterator starts, and taking
+    # it from the global RNG would shift the stream the model's samplers use (resume would differ).
+    generator = torch.Generator().manual_seed(derive_seed(seed, rank, 0))
     return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=cfg.DATALOADER.NUM_WORKERS,
-                      collate_fn=trivial_collate, worker_init_fn=_WorkerInit(seed, rank))
+                      collate_fn=trivial_collate, worker_init_fn=_WorkerInit(seed, rank), generator=generator)
 
 
 def build_test_loader(cfg, dataset_name: str, rank: int | None = None,
@@ -227,5 +230,6 @@ def build_test_loader(cfg, dataset_name: str, rank: int | None = None,
     dataset = TestDataset(records, mapper, cfg.DATASETS.SKIP_BAD_IMAGES)
     sampler = InferenceSampler(len(records), rank, world_size)
     loader = DataLoader(dataset, batch_size=cfg.TEST.IMS_PER_BATCH, sampler=sampler,
-                        num_workers=cfg.DATALOADER.NUM_WORKERS, collate_fn=trivial_collate)
+                        num_workers=cfg.DATALOADER.NUM_WORKERS, collate_fn=trivial_collate,
+                        generator=torch.Generator().manual_seed(0))  # leave the global RNG alone
     return TestLoader(loader), records, info

@@ -140,6 +140,6 @@ class Trainer:
         self.save("model_final")
         logger.info("training done in %.1f min", (time.perf_counter() - t_last) / 60)
         self.evaluate()
-        if is_main_process():
-            self.events.close()
+        self.events.close()
+        if self.events.enabled and os.path.isfile(self.events.path):
             plot_curves(self.events.path, os.path.join(self.cfg.OUTPUT_DIR, "curves.png"))
