@@ -9,6 +9,7 @@ import ast
 import copy
 import difflib
 import os
+import re
 from typing import Any, Iterable
 
 import yaml
@@ -16,6 +17,7 @@ import yaml
 from .defaults import SCHEMA
 
 BASE_KEY = "_BASE_"
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 class ConfigError(ValueError):
@@ -103,6 +105,8 @@ def _check_type(key: str, value: Any, default: Any, where: str) -> Any:
             raise bad
         return value
     if isinstance(default, float):
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         return float(value)

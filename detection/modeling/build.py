@@ -8,6 +8,7 @@ from .backbone import build_c4_backbone
 from .box_coder import BoxCoder
 from .faster_rcnn import FasterRCNN
 from .matcher import Matcher
+from .pcr import build_pcr_localizer
 from .pooler import ROIPooler
 from .res5_head import BoxPredictor, Res5ROIHeads
 from .rpn import RPN, RPNHead
@@ -58,7 +59,7 @@ def build_faster_rcnn(cfg) -> FasterRCNN:
                       cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD, cfg.MODEL.SIZE_DIVISIBILITY)
 
 
-META_ARCHITECTURES = {"FasterRCNN": build_faster_rcnn}
+META_ARCHITECTURES = {"FasterRCNN": build_faster_rcnn, "PCRLocalizer": build_pcr_localizer}
 
 
 def build_model(cfg) -> nn.Module:

@@ -36,24 +36,44 @@ class FasterRCNN(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
-    def preprocess(self, batched_inputs: list[dict]) -> ImageList:
-        """Normalise each image, then pad the batch (zeros after normalisation = the mean colour)."""
-        images = [(x["image"].to(self.device, non_blocking=True).float() - self.pixel_mean) / self.pixel_std
-                  for x in batched_inputs]
-        return ImageList.from_tensors(images, self.size_divisibility)
+    def normalize(self, batched_inputs: list[dict]) -> list[torch.Tensor]:
+        return [(x["image"].to(self.device, non_blocking=True).float() - self.pixel_mean) / self.pixel_std
+                for x in batched_inputs]
+
+    def padded_size(self, image: torch.Tensor) -> tuple[int, int]:
+        d = max(1, self.size_divisibility)
+        return (-(-image.shape[-2] // d) * d, -(-image.shape[-1] // d) * d)
 
     def forward(self, batched_inputs: list[dict]):
-        images = self.preprocess(batched_inputs)
-        features = self.backbone(images.tensor)[self.feature_name]
+        images = self.normalize(batched_inputs)
         if self.training:
-            gt_boxes = [x["boxes"].to(self.device).float().reshape(-1, 4) for x in batched_inputs]
-            gt_labels = [x["labels"].to(self.device).long().reshape(-1) for x in batched_inputs]
-            proposals, losses = self.rpn(images, features, gt_boxes)
-            losses.update(self.roi_heads(features, proposals, images.image_sizes, gt_boxes, gt_labels))
-            return losses
+            return self.losses(ImageList.from_tensors(images, self.size_divisibility), batched_inputs)
+        # Padding changes the features near an image's border (convolutions see the padded zeros
+        # through their receptive field), so at test time only images that pad to the same size
+        # share a forward pass: results never depend on which other images are in the batch.
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            groups.setdefault(self.padded_size(im), []).append(i)
+        results: list[dict] = [{}] * len(images)
+        for idx in groups.values():
+            batch = ImageList.from_tensors([images[i] for i in idx], self.size_divisibility)
+            for i, r, size in zip(idx, self.detect(batch), batch.image_sizes):
+                results[i] = postprocess(r, batched_inputs[i], size)
+        return results
+
+    def losses(self, images: ImageList, batched_inputs: list[dict]) -> dict[str, torch.Tensor]:
+        features = self.backbone(images.tensor)[self.feature_name]
+        gt_boxes = [x["boxes"].to(self.device).float().reshape(-1, 4) for x in batched_inputs]
+        gt_labels = [x["labels"].to(self.device).long().reshape(-1) for x in batched_inputs]
+        proposals, losses = self.rpn(images, features, gt_boxes)
+        losses.update(self.roi_heads(features, proposals, images.image_sizes, gt_boxes, gt_labels))
+        return losses
+
+    def detect(self, images: ImageList) -> list[dict]:
+        """Detections per image in resized-input pixels."""
+        features = self.backbone(images.tensor)[self.feature_name]
         proposals, _ = self.rpn(images, features)
-        results = self.roi_heads(features, proposals, images.image_sizes)
-        return [postprocess(r, x, size) for r, x, size in zip(results, batched_inputs, images.image_sizes)]
+        return self.roi_heads(features, proposals, images.image_sizes)
 
 
 def postprocess(result: dict, inputs: dict, image_size: tuple[int, int]) -> dict:

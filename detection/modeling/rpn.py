@@ -76,7 +76,7 @@ def anchors_inside(anchors: torch.Tensor, sizes: torch.Tensor, boundary_thresh: 
     if boundary_thresh >= 0:
         t = boundary_thresh
         inside &= (anchors[None, :, 0] >= -t) & (anchors[None, :, 1] >= -t)
-        inside &= (anchors[None, :, 2] < w + t) & (anchors[None, :, 3] < h + t)
+        inside &= (anchors[None, :, 2] <= w + t) & (anchors[None, :, 3] <= h + t)
     return inside
 
 

@@ -208,7 +208,7 @@ def init_weights(model: nn.Module, zero_init_residual: bool = False) -> None:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+        elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
@@ -218,7 +218,7 @@ def init_weights(model: nn.Module, zero_init_residual: bool = False) -> None:
         for m in model.modules():
             if isinstance(m, ResidualBlock):
                 norm = m.last_norm()
-                if isinstance(norm, (nn.BatchNorm2d, nn.GroupNorm)):
+                if isinstance(norm, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
                     nn.init.zeros_(norm.weight)
                 else:  # FrozenBN: its scale is a buffer
                     norm.weight.zero_()

@@ -1,0 +1,190 @@
+"""Matplotlib figures of the analysis results (Agg backend: files only, no display)."""
+from __future__ import annotations
+
+import json
+import os
+
+COLORS = {"residual": "tab:blue", "plain": "tab:red"}
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path: str) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _plt().close(fig)
+    return path
+
+
+def _color(label: str, i: int) -> str:
+    for key, c in COLORS.items():
+        if key in label.lower():
+            return c
+    return f"C{i}"
+
+
+def plot_summary(summary: dict, path: str) -> str:
+    """Parameters and multiply-adds of each counted row."""
+    plt = _plt()
+    rows = [r for r in summary["rows"] if not r["group"] and (r["params"] or r["macs"])]
+    names = [r["paper_name"] or r["name"] for r in rows]
+    fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.28 * len(rows) + 2), 6), sharex=True)
+    colors = ["tab:orange" if r.get("part") == "per RoI" else "tab:blue" for r in rows]
+    axes[0].bar(range(len(rows)), [r["params"] / 1e6 for r in rows], color=colors)
+    axes[0].set_ylabel("params (M)")
+    axes[1].bar(range(len(rows)), [r["macs"] / 1e9 for r in rows], color=colors)
+    axes[1].set_ylabel("mult-adds (G)")
+    axes[1].set_xticks(range(len(rows)))
+    axes[1].set_xticklabels(names, rotation=90, fontsize=7)
+    t = summary["totals"]
+    title = f"{t['params'] / 1e6:.2f} M params, {t['macs'] / 1e9:.2f} G mult-adds at {t['input_size'][0]}x{t['input_size'][1]}"
+    if summary["kind"] == "detector":
+        title += f" (+ {t['num_rois']} RoIs, orange = per RoI)"
+    axes[0].set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def plot_lesion(results: dict[str, dict], path: str, metric: str = "mAP@0.5 (%)") -> str:
+    """Left: each block deleted alone (reshaping blocks hatched); right: metric vs number of
+    randomly deleted blocks (mean +- std, every draw as a dot), one line per network."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    ax = axes[0]
+    labels = list(results)
+    width = 0.8 / max(1, len(labels))
+    for i, lab in enumerate(labels):
+        res = results[lab]
+        single = res["single"]
+        xs = [j + (i - (len(labels) - 1) / 2) * width for j in range(len(single))]
+        bars = ax.bar(xs, [r["metric"] for r in single], width, color=_color(lab, i), label=lab, alpha=0.8)
+        for b, r in zip(bars, single):
+            if r["kind"] not in ("identity", "plain"):
+                b.set_hatch("//")
+                b.set_edgecolor("black")
+        ax.axhline(res["baseline"], color=_color(lab, i), linestyle="--", linewidth=1)
+    if labels:
+        single = results[labels[0]]["single"]
+        ax.set_xticks(range(len(single)))
+        ax.set_xticklabels([r["paper_name"] for r in single], rotation=90, fontsize=7)
+    ax.set_ylabel(metric)
+    ax.set_title("one block deleted (dashed: intact; hatched: projection / reshaping block)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    for i, lab in enumerate(labels):
+        rnd = results[lab]["random"]
+        ks = [r["k"] for r in rnd]
+        means = [r["mean"] for r in rnd]
+        stds = [r["std"] for r in rnd]
+        c = _color(lab, i)
+        ax.errorbar(ks, means, yerr=stds, color=c, marker="o", capsize=3, label=lab)
+        for r in rnd:
+            ax.scatter([r["k"]] * len(r["metrics"]), r["metrics"], color=c, s=8, alpha=0.35)
+    ax.set_xlabel("number of blocks deleted at random (k)")
+    ax.set_ylabel(metric)
+    ax.set_title("k random blocks deleted (Veit et al. fig. 5)", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_responses(results: dict[str, list[dict]], path: str) -> str:
+    """The ResNet paper's figure 7: std of the branch responses by layer index and sorted."""
+    plt = _plt()
+    fig, axes = plt.subplots(2, 1, figsize=(8, 6))
+    for i, (lab, rows) in enumerate(results.items()):
+        stds = [r["std"] for r in rows]
+        axes[0].plot(range(1, len(stds) + 1), stds, marker=".", color=_color(lab, i), label=lab)
+        axes[1].plot(range(1, len(stds) + 1), sorted(stds, reverse=True), marker=".", color=_color(lab, i),
+                     label=lab)
+    axes[0].set_xlabel("layer index (original)")
+    axes[1].set_xlabel("layer index (sorted by magnitude)")
+    for ax in axes:
+        ax.set_ylabel("std")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_title("std of the residual branch outputs (after the last norm, before the addition)", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_paths(analysis: dict, path: str) -> str:
+    """Veit et al. fig. 6: (a) path length distribution, (b) gradient magnitude per path length,
+    (c) total gradient per path length (their product)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    n = analysis["n"]
+    dist = analysis["distribution"]
+    axes[0].bar([d["k"] for d in dist], [float(d["count"]) for d in dist], color="tab:blue")
+    axes[0].set_xlabel("path length k")
+    axes[0].set_ylabel("number of paths")
+    axes[0].set_title(f"(a) path lengths: Binomial({n}, 1/2), {2 ** n:.3g} paths", fontsize=9)
+    g = analysis["gradients"]
+    ks = [r["k"] for r in g]
+    axes[1].errorbar(ks, [r["mean"] for r in g], yerr=[r["std"] for r in g], marker="o", capsize=3)
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("path length k")
+    axes[1].set_ylabel("gradient magnitude at input")
+    axes[1].set_title("(b) gradient magnitude of a path of length k", fontsize=9)
+    axes[1].grid(True, alpha=0.3)
+    eff = analysis["effective"]
+    axes[2].bar([s["k"] for s in eff["share"]], [s["share"] for s in eff["share"]], color="tab:green")
+    lo, hi = eff["interval"]
+    axes[2].axvspan(lo - 0.5, hi + 0.5, color="tab:green", alpha=0.1)
+    axes[2].set_xlabel("path length k")
+    axes[2].set_ylabel("share of total gradient")
+    axes[2].set_title(f"(c) total gradient by length: {eff['interval_mass'] * 100:.0f}% from k={lo}..{hi}",
+                      fontsize=9)
+    return _save(fig, path)
+
+
+def read_metrics(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def smooth(values: list[float], window: int) -> list[float]:
+    """Trailing moving average (window 1 = unchanged)."""
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= window:
+            acc -= values[i - window]
+        out.append(acc / min(i + 1, window))
+    return out
+
+
+def loss_curves(metrics_path: str) -> dict[str, tuple[list[int], list[float]]]:
+    """{loss name: (iterations, values)} of a training run's metrics.jsonl."""
+    rows = [r for r in read_metrics(metrics_path) if "total_loss" in r]
+    keys = ["total_loss"] + sorted({k for r in rows for k in r if k.startswith("loss_")})
+    return {k: ([r["iteration"] for r in rows if k in r], [r[k] for r in rows if k in r]) for k in keys}
+
+
+def plot_degradation(runs: dict[str, str], path: str, window: int = 5) -> str:
+    """Training losses of several runs ({label: metrics.jsonl}) side by side (same y axis), and
+    their total losses overlaid (moving average of ``window`` logged points)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(runs) + 1, figsize=(5 * (len(runs) + 1), 4), sharey=True)
+    for i, (lab, mpath) in enumerate(runs.items()):
+        curves = loss_curves(mpath)
+        ax = axes[i]
+        for key, (its, vals) in curves.items():
+            ax.plot(its, smooth(vals, window), label=key, linewidth=2 if key == "total_loss" else 1)
+        ax.set_title(lab, fontsize=10)
+        ax.set_xlabel("iteration")
+        ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+        its, vals = curves["total_loss"]
+        axes[-1].plot(its, smooth(vals, window), label=lab, color=_color(lab, i), linewidth=2)
+    axes[0].set_ylabel("training loss")
+    axes[-1].set_title("total training loss", fontsize=10)
+    axes[-1].set_xlabel("iteration")
+    axes[-1].grid(True, alpha=0.3)
+    axes[-1].legend(fontsize=8)
+    return _save(fig, path)
