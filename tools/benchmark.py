@@ -166,7 +166,15 @@ def measure(which: str, config: str, opts: list, size, mode: str, iters: int, wa
                              (ours.rpn.head.objectness_logits, model.model.rpn.head.cls_logits),
                              (ours.rpn.head.anchor_deltas, model.model.rpn.head.bbox_pred)):
             theirs.load_state_dict(mine.state_dict())
-        model.model.roi_heads.box_predictor.load_state_dict(ours.roi_heads.box_predictor.state_dict())
+        # torchvision: background is class 0 and has box deltas of its own; ours: background last, none.
+        mine, theirs = ours.roi_heads.box_predictor, model.model.roi_heads.box_predictor
+        with torch.no_grad():
+            theirs.cls_score.weight.copy_(torch.cat([mine.cls_score.weight[-1:], mine.cls_score.weight[:-1]]))
+            theirs.cls_score.bias.copy_(torch.cat([mine.cls_score.bias[-1:], mine.cls_score.bias[:-1]]))
+            theirs.bbox_pred.weight.zero_()
+            theirs.bbox_pred.bias.zero_()
+            theirs.bbox_pred.weight[4:].copy_(mine.bbox_pred.weight)
+            theirs.bbox_pred.bias[4:].copy_(mine.bbox_pred.bias)
     del ours
     model = model.to(device)
     rois = count_rois(which, model, batch)
@@ -228,6 +236,10 @@ def run_isolated(*args) -> dict:
     q = ctx.Queue()
     p = ctx.Process(target=measure, args=(*args, q))
     p.start()
+    while p.is_alive() and q.empty():
+        p.join(timeout=1)
+    if q.empty():
+        raise RuntimeError(f"benchmark process for {args[0]} failed (exit code {p.exitcode})")
     out = q.get()
     p.join()
     return out

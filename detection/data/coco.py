@@ -20,20 +20,14 @@ from .records import BoxCleaner, make_record
 
 __all__ = ["load_coco_json", "coco_info", "read_json", "write_coco_json"]
 
+from detection.utils.io import read_json as _read_json  # noqa: E402
+
 logger = logging.getLogger(__name__)
 
 
 def read_json(path: str):
-    """``json.load`` whose errors name the file, line and column."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise DatasetNotFoundError(f"annotation file not found: {path}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DatasetFormatError(f"{path}: line {e.lineno}, column {e.colno}: malformed json: {e.msg}") from None
+    """An annotation json; errors name the file (and the line and column of bad syntax)."""
+    return _read_json(path, "annotation file", DatasetNotFoundError, DatasetFormatError)
 
 
 def _coco_api(data: dict, path: str):

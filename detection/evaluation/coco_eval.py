@@ -41,23 +41,14 @@ COCO_STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR
 #: detections.json rounding: boxes to 1/100 pixel, scores to 5 decimals. Metrics are always
 #: computed from the rounded values, so re-evaluating detections.json gives the same numbers.
 BOX_DECIMALS = 2
+from detection.utils.io import read_json  # noqa: E402
+
 SCORE_DECIMALS = 5
 
 
 def load_json(path: Union[str, os.PathLike], what: str = "json file"):
     """``json.load`` with errors that name the file and the position."""
-    path = os.fspath(path)
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{what} not found: {path}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(
-            f"malformed {what} {path}: {e.msg} at line {e.lineno}, column {e.colno} (char {e.pos})"
-        ) from None
+    return read_json(path, what)
 
 
 def _normalise_gt(dataset: Dict, source: str) -> Dict:

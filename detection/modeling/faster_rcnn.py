@@ -6,16 +6,14 @@ import torch.nn as nn
 
 from detection.structures import ImageList
 
+from .meta_arch import ImageModel
 from .res5_head import Res5ROIHeads
 from .rpn import RPN, clip_boxes
 
 
-class FasterRCNN(nn.Module):
-    """Inputs are a list of dicts, one per image (the data loader's output):
-
-    - ``image``: (3, h, w) tensor, 0..255, channel order of INPUT.FORMAT, already resized;
-    - ``height``, ``width`` (optional): the original image size; outputs are mapped back to it;
-    - training only: ``boxes`` (N, 4) xyxy in resized-image pixels and ``labels`` (N,) in 0..K-1.
+class FasterRCNN(ImageModel):
+    """Inputs: see :class:`ImageModel`; in training each dict also has ``boxes`` (N, 4) xyxy in
+    resized-image pixels and ``labels`` (N,) in 0..K-1.
 
     Training returns a dict of the four losses. Evaluation returns per image a dict
     ``{"boxes": (D, 4) xyxy in original-image pixels, "scores": (D,), "labels": (D,)}``.
@@ -23,43 +21,11 @@ class FasterRCNN(nn.Module):
 
     def __init__(self, backbone: nn.Module, rpn: RPN, roi_heads: Res5ROIHeads, pixel_mean, pixel_std,
                  size_divisibility: int = 16, feature_name: str = "res4"):
-        super().__init__()
+        super().__init__(pixel_mean, pixel_std, size_divisibility)
         self.backbone = backbone
         self.rpn = rpn
         self.roi_heads = roi_heads
-        self.size_divisibility = size_divisibility
         self.feature_name = feature_name
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    def normalize(self, batched_inputs: list[dict]) -> list[torch.Tensor]:
-        return [(x["image"].to(self.device, non_blocking=True).float() - self.pixel_mean) / self.pixel_std
-                for x in batched_inputs]
-
-    def padded_size(self, image: torch.Tensor) -> tuple[int, int]:
-        d = max(1, self.size_divisibility)
-        return (-(-image.shape[-2] // d) * d, -(-image.shape[-1] // d) * d)
-
-    def forward(self, batched_inputs: list[dict]):
-        images = self.normalize(batched_inputs)
-        if self.training:
-            return self.losses(ImageList.from_tensors(images, self.size_divisibility), batched_inputs)
-        # Padding changes the features near an image's border (convolutions see the padded zeros
-        # through their receptive field), so at test time only images that pad to the same size
-        # share a forward pass: results never depend on which other images are in the batch.
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, im in enumerate(images):
-            groups.setdefault(self.padded_size(im), []).append(i)
-        results: list[dict] = [{}] * len(images)
-        for idx in groups.values():
-            batch = ImageList.from_tensors([images[i] for i in idx], self.size_divisibility)
-            for i, r, size in zip(idx, self.detect(batch), batch.image_sizes):
-                results[i] = postprocess(r, batched_inputs[i], size)
-        return results
 
     def losses(self, images: ImageList, batched_inputs: list[dict]) -> dict[str, torch.Tensor]:
         features = self.backbone(images.tensor)[self.feature_name]
@@ -68,6 +34,9 @@ class FasterRCNN(nn.Module):
         proposals, losses = self.rpn(images, features, gt_boxes)
         losses.update(self.roi_heads(features, proposals, images.image_sizes, gt_boxes, gt_labels))
         return losses
+
+    def inference(self, images: ImageList, batched_inputs: list[dict]) -> list[dict]:
+        return [postprocess(r, x, size) for r, x, size in zip(self.detect(images), batched_inputs, images.image_sizes)]
 
     def detect(self, images: ImageList) -> list[dict]:
         """Detections per image in resized-input pixels."""

@@ -1,0 +1,61 @@
+"""What every model here does with its inputs before its own work: normalise, pad, and at test
+time run only images of the same padded size together."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from detection.structures import ImageList
+
+
+class ImageModel(nn.Module):
+    """Base of the detector and the localizer.
+
+    Inputs are a list of dicts, one per image, with ``image``: a (3, h, w) tensor, 0..255, in the
+    channel order of INPUT.FORMAT, already resized by the data loader (and, optionally, the
+    original ``height``/``width`` to map outputs back to). Subclasses implement
+    ``losses(images: ImageList, inputs) -> dict`` and ``inference(images: ImageList, inputs) -> list``.
+    """
+
+    def __init__(self, pixel_mean, pixel_std, size_divisibility: int = 16):
+        super().__init__()
+        self.size_divisibility = size_divisibility
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def normalize(self, batched_inputs: list[dict]) -> list[torch.Tensor]:
+        """Each image minus the pixel mean, over the pixel std: padding with zeros afterwards pads
+        with the mean colour."""
+        return [(x["image"].to(self.device, non_blocking=True).float() - self.pixel_mean) / self.pixel_std
+                for x in batched_inputs]
+
+    def padded_size(self, image: torch.Tensor) -> tuple[int, int]:
+        d = max(1, self.size_divisibility)
+        return (-(-image.shape[-2] // d) * d, -(-image.shape[-1] // d) * d)
+
+    def forward(self, batched_inputs: list[dict]):
+        images = self.normalize(batched_inputs)
+        if self.training:
+            return self.losses(ImageList.from_tensors(images, self.size_divisibility), batched_inputs)
+        # Padding changes the features near an image's border (convolutions see the padded zeros
+        # through their receptive field), so at test time only images that pad to the same size
+        # share a forward pass: results never depend on which other images are in the batch.
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            groups.setdefault(self.padded_size(im), []).append(i)
+        results: list[dict] = [{}] * len(images)
+        for idx in groups.values():
+            batch = ImageList.from_tensors([images[i] for i in idx], self.size_divisibility)
+            for i, r in zip(idx, self.inference(batch, [batched_inputs[i] for i in idx])):
+                results[i] = r
+        return results
+
+    def losses(self, images: ImageList, batched_inputs: list[dict]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def inference(self, images: ImageList, batched_inputs: list[dict]) -> list[dict]:
+        raise NotImplementedError
