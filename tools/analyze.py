@@ -3,12 +3,13 @@
 
     # layer table (layer, output shape, params, mult-adds) of the ResNet classifier or the detector
     python tools/analyze.py summary --config configs/coco_r101.yaml --part detector --input-size 800 1333
-    python tools/analyze.py summary --config configs/quickstart.yaml --part backbone --depth stage MODEL.RESNETS.DEPTH 50
+    python tools/analyze.py summary --part backbone --depth stage MODEL.RESNETS.DEPTH 50
 
     # delete residual blocks at test time (Veit et al.), residual vs plain network of the same depth
     python tools/analyze.py lesion --config configs/degradation_residual.yaml \\
-        --weights output/degradation/residual/model_final.pth \\
-        --plain-config configs/degradation_plain.yaml --plain-weights output/degradation/plain/model_final.pth
+        --weights output/degradation/degradation_residual/model_final.pth \\
+        --plain-config configs/degradation_plain.yaml \\
+        --plain-weights output/degradation/degradation_plain/model_final.pth
 
     # std of each residual branch's output (the ResNet paper's figure 7)
     python tools/analyze.py responses --config C --weights W [--plain-config PC --plain-weights PW]

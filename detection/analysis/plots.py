@@ -43,7 +43,8 @@ def plot_summary(summary: dict, path: str) -> str:
     axes[1].set_xticks(range(len(rows)))
     axes[1].set_xticklabels(names, rotation=90, fontsize=7)
     t = summary["totals"]
-    title = f"{t['params'] / 1e6:.2f} M params, {t['macs'] / 1e9:.2f} G mult-adds at {t['input_size'][0]}x{t['input_size'][1]}"
+    h, w = t["input_size"]
+    title = f"{t['params'] / 1e6:.2f} M params, {t['macs'] / 1e9:.2f} G mult-adds at {h}x{w}"
     if summary["kind"] == "detector":
         title += f" (+ {t['num_rois']} RoIs, orange = per RoI)"
     axes[0].set_title(title, fontsize=9)
@@ -166,25 +167,39 @@ def loss_curves(metrics_path: str) -> dict[str, tuple[list[int], list[float]]]:
 
 
 def plot_degradation(runs: dict[str, str], path: str, window: int = 5) -> str:
-    """Training losses of several runs ({label: metrics.jsonl}) side by side (same y axis), and
-    their total losses overlaid (moving average of ``window`` logged points)."""
+    """Training losses of several runs ({label: metrics.jsonl}). Top row: each run's loss terms side
+    by side (shared log axis), then the total losses overlaid; bottom row: each loss term overlaid
+    across the runs. Curves are trailing moving averages of ``window`` logged points."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(runs) + 1, figsize=(5 * (len(runs) + 1), 4), sharey=True)
-    for i, (lab, mpath) in enumerate(runs.items()):
-        curves = loss_curves(mpath)
-        ax = axes[i]
-        for key, (its, vals) in curves.items():
+    curves = {lab: loss_curves(mpath) for lab, mpath in runs.items()}
+    terms = sorted({k for c in curves.values() for k in c if k != "total_loss"})
+    ncols = max(len(runs) + 1, len(terms), 1)
+    fig, axes = plt.subplots(2, ncols, figsize=(4.2 * ncols, 7.5), squeeze=False)
+    top, bottom = axes[0], axes[1]
+    for i, (lab, c) in enumerate(curves.items()):
+        ax = top[i]
+        for key, (its, vals) in c.items():
             ax.plot(its, smooth(vals, window), label=key, linewidth=2 if key == "total_loss" else 1)
         ax.set_title(lab, fontsize=10)
-        ax.set_xlabel("iteration")
         ax.set_yscale("log")
-        ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-        its, vals = curves["total_loss"]
-        axes[-1].plot(its, smooth(vals, window), label=lab, color=_color(lab, i), linewidth=2)
-    axes[0].set_ylabel("training loss")
-    axes[-1].set_title("total training loss", fontsize=10)
-    axes[-1].set_xlabel("iteration")
-    axes[-1].grid(True, alpha=0.3)
-    axes[-1].legend(fontsize=8)
+        its, vals = c["total_loss"]
+        top[len(runs)].plot(its, smooth(vals, window), label=lab, color=_color(lab, i), linewidth=2)
+        for j, key in enumerate(terms):
+            if key in c:
+                its, vals = c[key]
+                bottom[j].plot(its, smooth(vals, window), label=lab, color=_color(lab, i))
+    top[len(runs)].set_title("total training loss", fontsize=10)
+    top[len(runs)].legend(fontsize=8)
+    for j, key in enumerate(terms):
+        bottom[j].set_title(key, fontsize=10)
+        bottom[j].set_yscale("log")
+        bottom[j].legend(fontsize=8)
+    for ax in list(top[len(runs) + 1:]) + list(bottom[len(terms):]):
+        ax.axis("off")
+    for ax in list(top[: len(runs) + 1]) + list(bottom[: len(terms)]):
+        ax.set_xlabel("iteration")
+        ax.grid(True, alpha=0.3)
+    top[0].set_ylabel("training loss")
+    bottom[0].set_ylabel("training loss")
     return _save(fig, path)

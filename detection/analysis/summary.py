@@ -22,7 +22,6 @@ per-image MACs, the per-RoI MACs and the whole (image + num_rois x RoI).
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -146,10 +145,6 @@ def _rows(model: nn.Module, rec: _Recorder, depth: str, part_of=lambda name: "")
 
     visit("", model, 0)
     return rows
-
-
-def _fake_device(device):
-    return contextlib.nullcontext() if device is None else torch.device(device)
 
 
 def backbone_summary(model: nn.Module, input_size=(224, 224), depth: str = "block", batch_size: int = 1,

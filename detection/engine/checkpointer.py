@@ -1,6 +1,7 @@
 """Training checkpoints: written atomically, found again through a ``last_checkpoint`` pointer."""
 from __future__ import annotations
 
+import ast
 import logging
 import os
 import random
@@ -22,24 +23,21 @@ def _atomic_write(path: str, write) -> None:
 
 
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(),
-            "numpy_pos": int(np.random.get_state()[2]), "python": repr(random.getstate()),
+    """Every global RNG, in types that ``torch.load(weights_only=True)`` accepts."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": [keys.tolist(), int(pos), int(has_gauss), float(gauss)],
+            "python": repr(random.getstate()),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
-    version, internal, gauss = _parse_python_state(state["python"])
-    random.setstate((version, internal, gauss))
+    keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    # random.getstate() is a tuple of ints (and None), stored as its repr.
+    random.setstate(ast.literal_eval(state["python"]))
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _parse_python_state(text: str):
-    # random.getstate() is a tuple of ints (and None); stored as its repr to stay weights_only-safe.
-    import ast
-    return ast.literal_eval(text)
 
 
 class Checkpointer:

@@ -114,7 +114,7 @@ class Trainer:
         logger.info("training from iteration %d to %d", start, max_iter)
         loader = iter(self.build_loader(start))
         self.model.train()
-        window, t_last = [], time.perf_counter()
+        window, t_start = [], time.perf_counter()
         while self.iteration < max_iter:
             t0 = time.perf_counter()
             batch = next(loader)
@@ -138,7 +138,7 @@ class Trainer:
             if self.cfg.TEST.EVAL_PERIOD > 0 and it % self.cfg.TEST.EVAL_PERIOD == 0 and it != max_iter:
                 self.evaluate()
         self.save("model_final")
-        logger.info("training done in %.1f min", (time.perf_counter() - t_last) / 60)
+        logger.info("training done in %.1f min", (time.perf_counter() - t_start) / 60)
         self.evaluate()
         self.events.close()
         if self.events.enabled and os.path.isfile(self.events.path):
