@@ -13,6 +13,7 @@ SCHEMA = {
         "WEIGHTS": ("", "checkpoint to load: torchvision .pth, MSRA/Detectron caffe2 .pkl, Detectron2 .pkl/.pth, or ours; empty = random init"),
         "PIXEL_MEAN": ([103.53, 116.28, 123.675], "per-channel mean subtracted from the input, in INPUT.FORMAT channel order, 0..255 scale"),
         "PIXEL_STD": ([1.0, 1.0, 1.0], "per-channel std the input is divided by, same order and scale"),
+        "CHANNELS_LAST": (True, "run convolutions in NHWC memory format (faster with oneDNN on CPU and with AMP on GPU)"),
         "SIZE_DIVISIBILITY": (16, "pad the batch so H and W are multiples of this (0 = pad only to the largest image)"),
         "RESNETS": {
             "DEPTH": (101, "18, 34 (basic blocks), 50, 101, 152 (bottleneck); ignored when STAGE_BLOCKS is set"),

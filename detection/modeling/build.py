@@ -1,6 +1,7 @@
 """Config -> modules. The modules themselves know nothing of the config."""
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 from .anchors import AnchorGenerator
@@ -56,7 +57,8 @@ def build_roi_heads(cfg, res5: nn.Sequential) -> Res5ROIHeads:
 def build_faster_rcnn(cfg) -> FasterRCNN:
     trunk, res5 = build_c4_backbone(cfg)
     return FasterRCNN(trunk, build_rpn(cfg, trunk.out_channels), build_roi_heads(cfg, res5),
-                      cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD, cfg.MODEL.SIZE_DIVISIBILITY)
+                      cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD, cfg.MODEL.SIZE_DIVISIBILITY,
+                      channels_last=cfg.MODEL.CHANNELS_LAST)
 
 
 META_ARCHITECTURES = {"FasterRCNN": build_faster_rcnn, "PCRLocalizer": build_pcr_localizer}
@@ -70,4 +72,7 @@ def build_model(cfg) -> nn.Module:
         raise ValueError(f"MODEL.META_ARCHITECTURE {name!r} is unknown; expected one of {sorted(META_ARCHITECTURES)}")
     if len(cfg.MODEL.PIXEL_MEAN) != 3 or len(cfg.MODEL.PIXEL_STD) != 3:
         raise ValueError("MODEL.PIXEL_MEAN and MODEL.PIXEL_STD must have 3 values each")
-    return META_ARCHITECTURES[name](cfg).to(cfg.MODEL.DEVICE)
+    model = META_ARCHITECTURES[name](cfg).to(cfg.MODEL.DEVICE)
+    if cfg.MODEL.CHANNELS_LAST:
+        model = model.to(memory_format=torch.channels_last)
+    return model

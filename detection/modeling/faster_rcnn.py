@@ -20,8 +20,8 @@ class FasterRCNN(ImageModel):
     """
 
     def __init__(self, backbone: nn.Module, rpn: RPN, roi_heads: Res5ROIHeads, pixel_mean, pixel_std,
-                 size_divisibility: int = 16, feature_name: str = "res4"):
-        super().__init__(pixel_mean, pixel_std, size_divisibility)
+                 size_divisibility: int = 16, feature_name: str = "res4", channels_last: bool = False):
+        super().__init__(pixel_mean, pixel_std, size_divisibility, channels_last)
         self.backbone = backbone
         self.rpn = rpn
         self.roi_heads = roi_heads

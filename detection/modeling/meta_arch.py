@@ -17,9 +17,10 @@ class ImageModel(nn.Module):
     ``losses(images: ImageList, inputs) -> dict`` and ``inference(images: ImageList, inputs) -> list``.
     """
 
-    def __init__(self, pixel_mean, pixel_std, size_divisibility: int = 16):
+    def __init__(self, pixel_mean, pixel_std, size_divisibility: int = 16, channels_last: bool = False):
         super().__init__()
         self.size_divisibility = size_divisibility
+        self.channels_last = channels_last
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
 
@@ -37,10 +38,16 @@ class ImageModel(nn.Module):
         d = max(1, self.size_divisibility)
         return (-(-image.shape[-2] // d) * d, -(-image.shape[-1] // d) * d)
 
+    def batch(self, images: list[torch.Tensor]) -> ImageList:
+        batch = ImageList.from_tensors(images, self.size_divisibility)
+        if self.channels_last:
+            batch.tensor = batch.tensor.contiguous(memory_format=torch.channels_last)
+        return batch
+
     def forward(self, batched_inputs: list[dict]):
         images = self.normalize(batched_inputs)
         if self.training:
-            return self.losses(ImageList.from_tensors(images, self.size_divisibility), batched_inputs)
+            return self.losses(self.batch(images), batched_inputs)
         # Padding changes the features near an image's border (convolutions see the padded zeros
         # through their receptive field), so at test time only images that pad to the same size
         # share a forward pass: results never depend on which other images are in the batch.
@@ -49,7 +56,7 @@ class ImageModel(nn.Module):
             groups.setdefault(self.padded_size(im), []).append(i)
         results: list[dict] = [{}] * len(images)
         for idx in groups.values():
-            batch = ImageList.from_tensors([images[i] for i in idx], self.size_divisibility)
+            batch = self.batch([images[i] for i in idx])
             for i, r in zip(idx, self.inference(batch, [batched_inputs[i] for i in idx])):
                 results[i] = r
         return results

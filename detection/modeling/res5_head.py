@@ -60,7 +60,10 @@ class Res5ROIHeads(nn.Module):
 
     def region_features(self, features: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
         """(R, C5) vectors: res5 on the pooled RoIs, mean over space."""
-        return self.res5(self.pooler(features, boxes)).mean(dim=(2, 3))
+        pooled = self.pooler(features, boxes)
+        if features.is_contiguous(memory_format=torch.channels_last):  # keep res5 in the trunk's format
+            pooled = pooled.contiguous(memory_format=torch.channels_last)
+        return self.res5(pooled).mean(dim=(2, 3))
 
     def forward(self, features, proposals, image_sizes, gt_boxes=None, gt_labels=None):
         if self.training:
