@@ -52,10 +52,11 @@ def plot_summary(summary: dict, path: str) -> str:
 
 
 def plot_lesion(results: dict[str, dict], path: str, metric: str = "mAP@0.5 (%)") -> str:
-    """Left: each block deleted alone (reshaping blocks hatched); right: metric vs number of
-    randomly deleted blocks (mean +- std, every draw as a dot), one line per network."""
+    """Left: each block deleted alone (reshaping blocks hatched); middle: metric vs number of
+    randomly deleted blocks (mean +- std, every draw as a dot), one line per network; right: the
+    same relative to each network's intact metric."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.5), gridspec_kw={"width_ratios": [1.4, 1, 1]})
     ax = axes[0]
     labels = list(results)
     width = 0.8 / max(1, len(labels))
@@ -76,21 +77,21 @@ def plot_lesion(results: dict[str, dict], path: str, metric: str = "mAP@0.5 (%)"
     ax.set_ylabel(metric)
     ax.set_title("one block deleted (dashed: intact; hatched: projection / reshaping block)", fontsize=9)
     ax.legend(fontsize=8)
-    ax = axes[1]
-    for i, lab in enumerate(labels):
-        rnd = results[lab]["random"]
-        ks = [r["k"] for r in rnd]
-        means = [r["mean"] for r in rnd]
-        stds = [r["std"] for r in rnd]
-        c = _color(lab, i)
-        ax.errorbar(ks, means, yerr=stds, color=c, marker="o", capsize=3, label=lab)
-        for r in rnd:
-            ax.scatter([r["k"]] * len(r["metrics"]), r["metrics"], color=c, s=8, alpha=0.35)
-    ax.set_xlabel("number of blocks deleted at random (k)")
-    ax.set_ylabel(metric)
-    ax.set_title("k random blocks deleted (Veit et al. fig. 5)", fontsize=9)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    for ax, relative in ((axes[1], False), (axes[2], True)):
+        for i, lab in enumerate(labels):
+            rnd = results[lab]["random"]
+            base = results[lab]["baseline"] if relative and results[lab]["baseline"] else 1.0
+            c = _color(lab, i)
+            ax.errorbar([r["k"] for r in rnd], [r["mean"] / base for r in rnd], yerr=[r["std"] / base for r in rnd],
+                        color=c, marker="o", capsize=3, label=lab)
+            for r in rnd:
+                ax.scatter([r["k"]] * len(r["metrics"]), [m / base for m in r["metrics"]], color=c, s=8, alpha=0.35)
+        ax.set_xlabel("number of blocks deleted at random (k)")
+        ax.set_ylabel("fraction of the intact " + metric.split(" ")[0] if relative else metric)
+        ax.set_title("k random blocks deleted" + (", relative to intact" if relative else " (Veit et al. fig. 5)"),
+                     fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
     return _save(fig, path)
 
 
@@ -109,7 +110,7 @@ def plot_responses(results: dict[str, list[dict]], path: str) -> str:
         ax.set_ylabel("std")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0].set_title("std of the residual branch outputs (after the last norm, before the addition)", fontsize=9)
+    axes[0].set_title("std of each block's branch output (after its last norm, before the addition / ReLU)", fontsize=9)
     return _save(fig, path)
 
 
