@@ -144,15 +144,15 @@ def _train_fixed(cfg, rank, world):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def _ddp_worker(rank, world, port, tmp, queue):
+def _ddp_worker(rank, world, port, tmp):
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         weights = _train_fixed(_ddp_cfg(tmp, world), rank, world)
-        if rank == 0:
-            queue.put(weights)
+        if rank == 0:  # a file, not a Queue: tensors in a Queue die with the process that sent them
+            torch.save(weights, tmp / "ddp_weights.pth")
     finally:
         dist.destroy_process_group()
 
@@ -165,14 +165,13 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, tmp_path, queue)) for r in range(2)]
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, tmp_path)) for r in range(2)]
     for p in procs:
         p.start()
-    ddp = queue.get(timeout=280)
     for p in procs:
-        p.join(timeout=60)
+        p.join(timeout=280)
         assert p.exitcode == 0
+    ddp = torch.load(tmp_path / "ddp_weights.pth", weights_only=True)
     changed = 0
     for k, v in single.items():
         assert torch.allclose(v, ddp[k], atol=1e-5, rtol=1e-4), k
