@@ -6,7 +6,8 @@ detection classes (same ResNet trunk and res5 head, image size and proposal coun
 
 Prints the median inference time per image and training time per iteration (after warm-up),
 the peak memory of each (GPU: max allocated; CPU: peak resident set of a fresh process), and
-the ratio torchvision / ours. Each measurement runs in its own process so peaks don't mix.
+the ratio torchvision / ours. Each measurement runs in its own process so peaks don't mix. CPU time
+(of the process, all threads) is printed too: on a shared machine it is the steadier figure.
 Weights are random: speed does not depend on them.
 """
 import argparse
@@ -182,13 +183,13 @@ def measure(which: str, config: str, opts: list, size, mode: str, iters: int, wa
     autocast = torch.autocast("cuda", dtype=dtype) if dtype and device.startswith("cuda") else None
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, cpu_times = [], []
     if mode == "inference":
         model.eval()
         with torch.no_grad():
             for i in range(warmup + iters):
                 _sync(device)
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 if autocast:
                     with autocast:
                         model(batch)
@@ -197,6 +198,7 @@ def measure(which: str, config: str, opts: list, size, mode: str, iters: int, wa
                 _sync(device)
                 if i >= warmup:
                     times.append(time.perf_counter() - t)
+                    cpu_times.append(time.process_time() - c)
     else:
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
@@ -204,7 +206,7 @@ def measure(which: str, config: str, opts: list, size, mode: str, iters: int, wa
         scaler = torch.amp.GradScaler("cuda") if amp == "fp16" and device.startswith("cuda") else None
         for i in range(warmup + iters):
             _sync(device)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             if autocast:
                 with autocast:
                     loss = sum(model(batch).values())
@@ -221,13 +223,15 @@ def measure(which: str, config: str, opts: list, size, mode: str, iters: int, wa
             _sync(device)
             if i >= warmup:
                 times.append(time.perf_counter() - t)
+                cpu_times.append(time.process_time() - c)
     if device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated() / 2**20
         peak_kind = "GPU max allocated"
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         peak_kind = "peak RSS"
-    queue.put({"median_s": statistics.median(times), "times": times, "peak_mib": peak, "peak_kind": peak_kind,
+    queue.put({"median_s": statistics.median(times), "times": times, "median_cpu_s": statistics.median(cpu_times),
+               "peak_mib": peak, "peak_kind": peak_kind,
                "test_rois": rois})
 
 
@@ -268,10 +272,12 @@ def main(argv=None):
         for which in ("ours", "torchvision"):
             r = run_isolated(which, args.config, opts, args.size, mode, args.iters, args.warmup, args.amp)
             results[f"{mode}/{which}"] = r
-            print(f"  {mode:9s} {which:12s} median {r['median_s'] * 1000:9.1f} ms   {r['peak_kind']} "
+            print(f"  {mode:9s} {which:12s} median {r['median_s'] * 1000:9.1f} ms  (CPU time "
+                  f"{r['median_cpu_s'] * 1000:9.1f} ms)   {r['peak_kind']} "
                   f"{r['peak_mib']:8.0f} MiB   RoIs at test {r['test_rois']}", flush=True)
         ratio = results[f"{mode}/torchvision"]["median_s"] / results[f"{mode}/ours"]["median_s"]
-        print(f"  {mode:9s} torchvision / ours = {ratio:.2f}x")
+        cpu_ratio = results[f"{mode}/torchvision"]["median_cpu_s"] / results[f"{mode}/ours"]["median_cpu_s"]
+        print(f"  {mode:9s} torchvision / ours = {ratio:.2f}x wall, {cpu_ratio:.2f}x CPU time")
         results[f"{mode}/ratio_torchvision_over_ours"] = ratio
     if args.json:
         with open(args.json, "w") as f:
