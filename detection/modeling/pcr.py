@@ -49,6 +49,7 @@ from .anchors import AnchorGenerator
 from .box_coder import BoxCoder
 from .losses import box_regression_loss
 from .matcher import Matcher
+from .meta_arch import ImageModel
 from .rpn import anchors_inside, clip_boxes
 from .sampler import sample_balanced
 
@@ -74,15 +75,43 @@ class PCRHead(nn.Module):
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, C, H, W) -> logits (B, H*W*A, K), deltas (B, H*W*A, K, 4), in the anchor generator's
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) trunk map -> (B, C', H, W) after the 3x3 conv and ReLU."""
+        return F.relu(self.conv(x))
+
+    def dense(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C', H, W) -> logits (B, H*W*A, K), deltas (B, H*W*A, K, 4), in the anchor generator's
         order (row-major cells, then the anchors of a cell)."""
-        t = F.relu(self.conv(x))
-        b, _, h, w = x.shape
+        b, _, h, w = t.shape
         a, k = self.num_anchors, self.num_classes
         logits = self.class_logits(t).view(b, a, k, h, w).permute(0, 3, 4, 1, 2).reshape(b, h * w * a, k)
         deltas = self.class_deltas(t).view(b, a, k, 4, h, w).permute(0, 4, 5, 1, 2, 3).reshape(b, h * w * a, k, 4)
         return logits, deltas
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.dense(self.features(x))
+
+    def _at(self, t: torch.Tensor, image_idx: torch.Tensor, anchor_idx: torch.Tensor):
+        """Features (P, C') under anchors ``anchor_idx`` (indices into H*W*A) of images ``image_idx``,
+        and each anchor's index within its cell."""
+        a = self.num_anchors
+        return t.flatten(2)[image_idx, :, anchor_idx // a], anchor_idx % a
+
+    def logits_at(self, t, image_idx, anchor_idx, class_idx) -> torch.Tensor:
+        """(P,) logits of class ``class_idx[p]`` at anchor ``anchor_idx[p]`` of image ``image_idx[p]``:
+        the 1x1 conv evaluated only where the loss needs it (8 anchors x 1 class per image instead of
+        every anchor x K classes, which for K = 1000 would cost as much as the trunk)."""
+        f, a = self._at(t, image_idx, anchor_idx)
+        w = self.class_logits.weight.view(self.num_anchors, self.num_classes, -1)[a, class_idx]
+        b = self.class_logits.bias.view(self.num_anchors, self.num_classes)[a, class_idx]
+        return (f * w).sum(1) + b
+
+    def deltas_at(self, t, image_idx, anchor_idx, class_idx) -> torch.Tensor:
+        """(P, 4) deltas of class ``class_idx[p]``'s regressor at the given anchors (see ``logits_at``)."""
+        f, a = self._at(t, image_idx, anchor_idx)
+        w = self.class_deltas.weight.view(self.num_anchors, self.num_classes, 4, -1)[a, class_idx]
+        b = self.class_deltas.bias.view(self.num_anchors, self.num_classes, 4)[a, class_idx]
+        return torch.einsum("pc,pjc->pj", f, w) + b
 
 
 class ImageClassifier(nn.Module):
@@ -142,7 +171,7 @@ def merge_top_boxes(boxes: torch.Tensor, scores: torch.Tensor, merge_iou: float)
     return (boxes * w[..., None]).sum(-2) / w.sum(-1, keepdim=True)
 
 
-class PCRLocalizer(nn.Module):
+class PCRLocalizer(ImageModel):
     """Inputs: a list of dicts per image (the localization mapper's output):
 
     - ``image``: (3, h, w) tensor, 0..255, INPUT.FORMAT channel order (a crop, or the whole image);
@@ -171,8 +200,9 @@ class PCRLocalizer(nn.Module):
                  anchors_per_image: int = 8, positive_fraction: float = 0.5, smooth_l1_beta: float = 0.0,
                  loss_weight: float = 1.0, cls_loss_weight: float = 1.0, topk_merge: int = 5,
                  merge_iou: float = 0.5, boundary_thresh: float = -1.0, class_file: dict[int, list[int]] | None = None,
-                 size_divisibility: int = 16, feature_name: str = "res4", topk_output: int = 5):
-        super().__init__()
+                 size_divisibility: int = 16, feature_name: str = "res4", topk_output: int = 5,
+                 channels_last: bool = False):
+        super().__init__(pixel_mean, pixel_std, size_divisibility, channels_last)
         self.backbone = backbone
         self.head = head
         self.classifier = classifier
@@ -188,43 +218,12 @@ class PCRLocalizer(nn.Module):
         self.merge_iou = merge_iou
         self.boundary_thresh = boundary_thresh
         self.class_file = class_file
-        self.size_divisibility = size_divisibility
         self.feature_name = feature_name
         self.topk_output = topk_output
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
 
     @property
     def num_classes(self) -> int:
         return self.head.num_classes
-
-    def normalize(self, batched_inputs: list[dict]) -> list[torch.Tensor]:
-        return [(x["image"].to(self.device, non_blocking=True).float() - self.pixel_mean) / self.pixel_std
-                for x in batched_inputs]
-
-    def padded_size(self, image: torch.Tensor) -> tuple[int, int]:
-        d = max(1, self.size_divisibility)
-        return (-(-image.shape[-2] // d) * d, -(-image.shape[-1] // d) * d)
-
-    def forward(self, batched_inputs: list[dict]):
-        images = self.normalize(batched_inputs)
-        if self.training:
-            return self.losses(ImageList.from_tensors(images, self.size_divisibility), batched_inputs)
-        # As in FasterRCNN: only images that pad to the same size share a forward pass, so a result
-        # never depends on the other images of the batch.
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, im in enumerate(images):
-            groups.setdefault(self.padded_size(im), []).append(i)
-        results: list[dict] = [{}] * len(images)
-        for idx in groups.values():
-            batch = ImageList.from_tensors([images[i] for i in idx], self.size_divisibility)
-            for i, r in zip(idx, self.localize(batch, [batched_inputs[i] for i in idx])):
-                results[i] = r
-        return results
 
     # ------------------------------------------------------------------------------------ training
     def label_anchors(self, anchors: torch.Tensor, gt_boxes: list[torch.Tensor], gt_labels: list[torch.Tensor],
@@ -256,31 +255,32 @@ class PCRLocalizer(nn.Module):
         gt_boxes = [x["boxes"].to(self.device).float().reshape(-1, 4) for x in batched_inputs]
         gt_labels = [x["labels"].to(self.device).long().reshape(-1) for x in batched_inputs]
         sizes = images.image_sizes_tensor()
-        logits, deltas = self.head(features)  # (B, N, K), (B, N, K, 4)
+        t = self.head.features(features)
         anchors = self.anchor_generator(tuple(features.shape[-2:]))
         labels, classes, targets = self.label_anchors(anchors, gt_boxes, gt_labels, sizes)
-        b, n, k = logits.shape
+        b, k = len(batched_inputs), self.num_classes
 
         # Which channels each image trains: its ground-truth classes (B, K).
         image_classes = torch.zeros(b, k, dtype=torch.bool, device=self.device)
         for i, lab in enumerate(gt_labels):
             image_classes[i, lab] = True
-        # Only the sampled anchors (8 per image) enter the class loss: index them before building masks.
-        sampled = labels >= 0
-        img_idx = torch.nonzero(sampled)[:, 0]
-        is_pos = labels[sampled] == 1
-        # positives: the matched class's channel -> 1; negatives: every class of the image -> 0
-        pos_mask = F.one_hot(classes[sampled], k).bool() & is_pos[:, None]
-        neg_mask = image_classes[img_idx] & ~is_pos[:, None]
-        train = pos_mask | neg_mask
-        normalizer = self.anchors_per_image * b
-        loss_cls = F.binary_cross_entropy_with_logits(logits[sampled][train], pos_mask[train].float(),
-                                                      reduction="sum")
+        # (image, anchor, class, target) pairs: a positive trains its matched class's channel
+        # towards 1, a negative each of the image's classes' channels towards 0.
+        img_s, anc_s = torch.nonzero(labels >= 0, as_tuple=True)
+        is_pos = labels[img_s, anc_s] == 1
+        neg_j, neg_k = torch.nonzero(image_classes[img_s[~is_pos]], as_tuple=True)
+        pair_img = torch.cat((img_s[is_pos], img_s[~is_pos][neg_j]))
+        pair_anc = torch.cat((anc_s[is_pos], anc_s[~is_pos][neg_j]))
+        pair_cls = torch.cat((classes[img_s[is_pos], anc_s[is_pos]], neg_k))
+        target = torch.cat((torch.ones(int(is_pos.sum()), device=self.device),
+                            torch.zeros(len(neg_k), device=self.device)))
+        logits = self.head.logits_at(t, pair_img, pair_anc, pair_cls)
+        loss_cls = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="sum")
         # regression: only the matched class's regressor of each positive
-        pos = labels == 1
-        pos_deltas = deltas[pos]  # (P, K, 4)
-        pos_deltas = pos_deltas[torch.arange(pos_deltas.shape[0], device=self.device), classes[pos]]
-        loss_loc = box_regression_loss(pos_deltas, targets[pos], self.smooth_l1_beta)
+        pos_img, pos_anc = img_s[is_pos], anc_s[is_pos]
+        deltas = self.head.deltas_at(t, pos_img, pos_anc, classes[pos_img, pos_anc])
+        loss_loc = box_regression_loss(deltas.float(), targets[pos_img, pos_anc], self.smooth_l1_beta)
+        normalizer = self.anchors_per_image * b
 
         # image-level classifier: soft cross-entropy over the image's classes (one on ImageNet)
         has_label = image_classes.any(1)
@@ -310,7 +310,7 @@ class PCRLocalizer(nn.Module):
         return merged, top_scores[:, 0]
 
     @torch.no_grad()
-    def localize(self, images: ImageList, inputs: list[dict]) -> list[dict]:
+    def inference(self, images: ImageList, inputs: list[dict]) -> list[dict]:
         features = self.backbone(images.tensor)[self.feature_name]
         sizes = images.image_sizes_tensor()
         boxes, box_scores = self.class_boxes(features, sizes)
@@ -381,5 +381,5 @@ def build_pcr_localizer(cfg) -> PCRLocalizer:
         smooth_l1_beta=r.SMOOTH_L1_BETA, loss_weight=r.LOSS_WEIGHT, cls_loss_weight=p.CLS_LOSS_WEIGHT,
         topk_merge=p.TOPK_MERGE, boundary_thresh=r.BOUNDARY_THRESH,
         class_file=load_class_file(p.CLASS_FILE) if p.CLASS_SOURCE == "file" else None,
-        size_divisibility=cfg.MODEL.SIZE_DIVISIBILITY,
+        size_divisibility=cfg.MODEL.SIZE_DIVISIBILITY, channels_last=cfg.MODEL.CHANNELS_LAST,
     )

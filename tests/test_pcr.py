@@ -1,0 +1,244 @@
+"""The localization mode: per-class RPN (PCR) + image classifier (detection/modeling/pcr.py)."""
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+from detection.config import load_config
+from detection.data.mapper import boxes_to_original
+from detection.evaluation.loc_eval import LocalizationEvaluator
+from detection.modeling import build_model
+from detection.modeling.faster_rcnn import FasterRCNN
+from detection.modeling.pcr import PCRLocalizer, merge_top_boxes
+
+K = 3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # tiny tensors: a second thread only adds synchronisation (and spins on a shared, busy CPU)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_cfg(*opts):
+    return load_config(None, [
+        "MODEL.META_ARCHITECTURE", "PCRLocalizer", "MODEL.WEIGHTS", "",
+        "MODEL.PIXEL_MEAN", "[110.0, 110.0, 110.0]", "MODEL.PIXEL_STD", "[60.0, 60.0, 60.0]",
+        "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.NORM", "GN", "MODEL.RESNETS.GN_GROUPS", "4",
+        "MODEL.RESNETS.FREEZE_AT", "0", "MODEL.RESNETS.STRIDE_IN_1X1", "False",
+        "MODEL.RESNETS.STEM_OUT_CHANNELS", "8", "MODEL.RPN.HEAD_CHANNELS", "16",
+        "MODEL.ANCHOR_GENERATOR.SIZES", "[16, 24, 32, 48]", "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "[1.0]",
+        "MODEL.PCR.NUM_CLASSES", str(K), *opts])
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(tiny_cfg())
+
+
+def test_build_model_dispatches_on_meta_architecture(model):
+    assert isinstance(model, PCRLocalizer)
+    assert model.num_classes == K
+    assert model.classifier.linear.out_features == K
+    # the per-class head: K logits and 4K deltas for each of the 4 anchors of a cell
+    assert model.head.class_logits.out_channels == 4 * K
+    assert model.head.class_deltas.out_channels == 4 * K * 4
+    det_cfg = tiny_cfg("MODEL.META_ARCHITECTURE", "FasterRCNN", "MODEL.ROI_HEADS.NUM_CLASSES", "2")
+    assert isinstance(build_model(det_cfg), FasterRCNN)
+    with pytest.raises(ValueError, match="CLASS_FILE"):
+        build_model(tiny_cfg("MODEL.PCR.CLASS_SOURCE", "file"))
+
+
+def sampling_model(sizes):
+    torch.manual_seed(0)
+    return build_model(tiny_cfg("MODEL.ANCHOR_GENERATOR.SIZES", str(sizes)))
+
+
+def test_sampling_gives_8_anchors_per_image_at_1_to_1():
+    # anchors 60..72 px at one cell all overlap a 64 px box at IoU >= 0.79: plenty of positives
+    m = sampling_model([60, 64, 68, 72, 24, 16])
+    anchors = m.anchor_generator((8, 8))
+    gt = [torch.tensor([[32.0 - 32, 32 - 32, 32 + 32, 32 + 32]]), torch.tensor([[64.0 - 32, 48 - 32, 64 + 32, 48 + 32]])]
+    labels, classes, _ = m.label_anchors(anchors, gt, [torch.tensor([1]), torch.tensor([2])],
+                                         torch.tensor([[128, 128], [128, 128]]))
+    for i, c in enumerate((1, 2)):
+        assert (labels[i] == 1).sum() == 4 and (labels[i] == 0).sum() == 4
+        assert (classes[i][labels[i] == 1] == c).all()
+
+
+def test_sampling_fills_with_negatives_when_positives_are_few():
+    # a lone 40 px box among 16/24 px anchors: only its best anchor (low-quality match) is positive
+    m = sampling_model([16, 24])
+    anchors = m.anchor_generator((8, 8))
+    gt = [torch.tensor([[40.0, 40.0, 80.0, 80.0]]), torch.zeros(0, 4)]
+    labels, _, _ = m.label_anchors(anchors, gt, [torch.tensor([0]), torch.zeros(0, dtype=torch.long)],
+                                   torch.tensor([[128, 128], [128, 128]]))
+    n_pos = int((labels[0] == 1).sum())
+    assert 1 <= n_pos < 4 and (labels[0] >= 0).sum() == 8  # negatives fill up to 8
+    assert (labels[1] >= 0).sum() == 0  # a crop that lost every box trains no anchor
+    # ... and its losses stay finite (only the classifier of the labelled image contributes)
+    m.train()
+    batch = [{"image": torch.randint(0, 255, (3, 128, 128), dtype=torch.uint8), "boxes": b,
+              "labels": torch.tensor([0]) if len(b) else torch.zeros(0, dtype=torch.long)} for b in gt]
+    losses = m(batch)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_only_the_true_class_regressor_and_channel_get_gradient(model):
+    model.train()
+    model.zero_grad()
+    true_class = 1
+    batch = [{"image": torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8),
+              "boxes": torch.tensor([[8.0, 10.0, 40.0, 44.0]]), "labels": torch.tensor([true_class])}
+             for _ in range(2)]
+    losses = model(batch)
+    assert set(losses) == {"loss_pcr_cls", "loss_pcr_loc", "loss_cls"}
+    (losses["loss_pcr_cls"] + losses["loss_pcr_loc"]).backward()
+    a = model.head.num_anchors
+    reg = model.head.class_deltas.weight.grad.view(a, K, 4, -1)
+    cls = model.head.class_logits.weight.grad.view(a, K, -1)
+    others = [c for c in range(K) if c != true_class]
+    assert reg[:, true_class].abs().sum() > 0 and cls[:, true_class].abs().sum() > 0
+    assert reg[:, others].abs().sum() == 0
+    assert cls[:, others].abs().sum() == 0  # channels of classes absent from the image are not trained
+    model.zero_grad()
+
+
+def test_head_evaluated_at_sampled_anchors_equals_the_dense_convolution(model):
+    torch.manual_seed(3)
+    t = torch.randn(2, 16, 3, 5)
+    logits, deltas = model.head.dense(t)
+    img = torch.tensor([0, 1, 1, 0, 1])
+    anc = torch.tensor([0, 7, 59, 33, 14])
+    cls = torch.tensor([2, 0, 1, 1, 2])
+    assert torch.allclose(model.head.logits_at(t, img, anc, cls), logits[img, anc, cls], atol=1e-6)
+    assert torch.allclose(model.head.deltas_at(t, img, anc, cls), deltas[img, anc, cls], atol=1e-6)
+
+
+def test_merge_is_score_weighted_mean_of_boxes_overlapping_the_top_one():
+    boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]])  # IoU(0, 1) = 81 / 119
+    scores = torch.tensor([0.9, 0.6, 0.5])
+    merged = merge_top_boxes(boxes, scores, 0.5)
+    assert torch.allclose(merged, torch.tensor([0.4, 0.4, 10.4, 10.4]))
+    assert torch.allclose(merge_top_boxes(boxes, scores, 0.7), boxes[0])  # box 1 below the IoU threshold
+    batched = merge_top_boxes(boxes.expand(2, 3, 3, 4), scores.expand(2, 3, 3), 0.5)
+    assert batched.shape == (2, 3, 4) and torch.allclose(batched, merged.expand(2, 3, 4))
+
+
+class FixedHead(nn.Module):
+    """Logits/deltas chosen by the test: class c peaks at anchor ``best[c]`` with deltas ``d[c]``."""
+
+    def __init__(self, num_anchors, best, deltas):
+        super().__init__()
+        self.num_anchors, self.num_classes = num_anchors, K
+        self.best, self.deltas = best, deltas
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        n = h * w * self.num_anchors
+        logits = torch.full((b, n, K), -5.0)
+        deltas = torch.zeros(b, n, K, 4)
+        for c, i in enumerate(self.best):
+            logits[:, i, c] = 5.0
+            deltas[:, i, c] = self.deltas[c]
+        return logits, deltas
+
+
+def test_decoding_takes_class_c_regressor_at_class_c_best_anchor_and_maps_to_original(model):
+    model.eval()
+    anchors = model.anchor_generator((4, 4))
+    best = [0, 21, 45]
+    d = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.5, -0.25, 0.0, 0.0], [0.0, 0.0, 0.6931472, 0.0]])
+    real_head, model.head = model.head, FixedHead(model.head.num_anchors, best, d)
+    model.topk_merge = 1
+    try:
+        image = torch.zeros(3, 64, 64, dtype=torch.uint8)
+        out = model([{"image": image, "height": 128, "width": 256, "image_id": 7},  # whole image, scaled 2x, 4x
+                     {"image": image, "height": 100, "width": 100, "image_id": 8,  # 1-crop of a 64x80 resize
+                      "crop_origin": (8, 0), "resized_size": (64, 80)}])
+    finally:
+        model.head, model.topk_merge = real_head, 5
+    expected = torch.empty(K, 4)
+    for c, i in enumerate(best):
+        x1, y1, x2, y2 = anchors[i].tolist()
+        w, h = x2 - x1, y2 - y1
+        cx, cy = (x1 + x2) / 2 + d[c, 0] * w, (y1 + y2) / 2 + d[c, 1] * h
+        w, h = w * torch.exp(d[c, 2]), h * torch.exp(d[c, 3])
+        expected[c] = torch.tensor([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+    whole = (expected * torch.tensor([4.0, 2.0, 4.0, 2.0])).clamp(min=0)
+    whole[:, 0::2] = whole[:, 0::2].clamp(max=256)
+    whole[:, 1::2] = whole[:, 1::2].clamp(max=128)
+    assert torch.allclose(out[0]["boxes_per_class"], whole, atol=1e-4)
+    crop = ((expected + torch.tensor([8.0, 0, 8, 0])) * torch.tensor([100 / 80, 100 / 64, 100 / 80, 100 / 64]))
+    assert torch.allclose(out[1]["boxes_per_class"], crop.clamp(0, 100), atol=1e-4)
+    # the same mapping as the data side's helper for the mapper's 1-crop keys
+    sample = {"image": image, "height": 100, "width": 100, "crop_origin": (8, 0), "resized_size": (64, 80)}
+    assert torch.allclose(out[1]["boxes_per_class"], boxes_to_original(expected, sample), atol=1e-4)
+
+
+def test_outputs_are_what_the_evaluator_reads(model):
+    model.eval()
+    image = torch.randint(0, 255, (3, 48, 80), dtype=torch.uint8)
+    out = model([{"image": image, "height": 96, "width": 160, "image_id": 3}])[0]
+    assert out["boxes_per_class"].shape == (K, 4) and out["class_scores"].shape == (K,)
+    assert out["topk_labels"].shape == (K,)  # min(5, K)
+    assert torch.equal(out["topk_labels"], torch.argsort(out["class_scores"], descending=True))
+    assert torch.allclose(out["scores"], out["class_scores"][out["labels"]])
+    assert torch.allclose(out["boxes"], out["boxes_per_class"][out["labels"]])
+    assert torch.isclose(out["class_scores"].sum(), torch.tensor(1.0))
+    ev = LocalizationEvaluator(records=[{"image_id": 3, "boxes": out["boxes_per_class"][1:2], "labels": [1]}],
+                               verbose=False)
+    ev.process([3], [out])
+    m = ev.evaluate()
+    assert m["loc_err_gt"] == 0.0 and m["num_missing_boxes"] == 0
+
+
+def test_class_file_ranks_the_classes(tmp_path):
+    path = tmp_path / "classes.json"
+    path.write_text(json.dumps({"5": [2, 0, 1]}))
+    m = build_model(tiny_cfg("MODEL.PCR.CLASS_SOURCE", "file", "MODEL.PCR.CLASS_FILE", str(path))).eval()
+    out = m([{"image": torch.zeros(3, 32, 32, dtype=torch.uint8), "image_id": 5}])[0]
+    assert out["topk_labels"].tolist() == [2, 0, 1]
+    with pytest.raises(KeyError, match="CLASS_FILE"):
+        m([{"image": torch.zeros(3, 32, 32, dtype=torch.uint8), "image_id": 6}])
+
+
+def toy_images():
+    """Four 64x64 images, one object each: a bright square whose class is its colour channel."""
+    gen = torch.Generator().manual_seed(1)
+    samples, records = [], []
+    spec = [(0, [6, 8, 40, 42]), (1, [24, 20, 60, 58]), (2, [10, 26, 38, 58]), (0, [30, 4, 62, 36])]
+    for i, (c, box) in enumerate(spec):
+        img = torch.randint(0, 60, (3, 64, 64), generator=gen).to(torch.uint8)
+        x1, y1, x2, y2 = box
+        img[c, y1:y2, x1:x2] = 230
+        b = torch.tensor([box], dtype=torch.float32)
+        samples.append({"image": img, "boxes": b, "labels": torch.tensor([c]), "height": 64, "width": 64,
+                        "image_id": i})
+        records.append({"image_id": i, "boxes": b, "labels": torch.tensor([c])})
+    return samples, records
+
+
+def test_a_few_hundred_steps_localize_a_handful_of_images():
+    torch.manual_seed(0)
+    m = build_model(tiny_cfg())
+    samples, records = toy_images()
+    opt = torch.optim.Adam(m.parameters(), lr=2e-3)
+    m.train()
+    for _ in range(150):
+        losses = m(samples)
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+    m.eval()
+    ev = LocalizationEvaluator(records=records, verbose=False)
+    with torch.no_grad():
+        ev.process([s["image_id"] for s in samples], m(samples))
+    metrics = ev.evaluate()
+    assert metrics["loc_err_gt"] == 0.0
+    assert metrics["loc_err_top1"] == 0.0 and metrics["cls_err_top1"] == 0.0
