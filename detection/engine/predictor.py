@@ -11,12 +11,20 @@ from detection.modeling import build_model
 class Predictor:
     """``Predictor(cfg)(image)`` with ``image`` an (H, W, 3) uint8 array in ``image_format``
     (OpenCV's BGR by default). Returns numpy arrays in the original image's pixels:
-    ``{"boxes": (D, 4) xyxy, "scores": (D,), "labels": (D,), "classes": [names]}``.
+    ``{"boxes": (D, 4) xyxy, "scores": (D,), "labels": (D,), "classes": [names]}``: detections, or
+    in the localization mode the top-5 classes with one box each.
     """
 
     def __init__(self, cfg, weights: str | None = None):
+        import copy
+
         from detection.data import build_test_transform  # the same resize the evaluator uses
 
+        self.localization = cfg.MODEL.META_ARCHITECTURE == "PCRLocalizer"
+        if self.localization and cfg.INPUT.LOC_TEST_MODE != "dense":
+            # A demo shows the whole image: test it densely rather than on a centre crop.
+            cfg = copy.deepcopy(cfg)
+            cfg.INPUT.LOC_TEST_MODE = "dense"
         self.cfg = cfg
         self.model = build_model(cfg).eval()
         path = weights if weights is not None else cfg.MODEL.WEIGHTS
@@ -24,10 +32,10 @@ class Predictor:
         if path:
             self.metadata = load_weights(self.model, path, cfg=cfg).info.metadata
         self.class_names = self.metadata.get("class_names") or self._dataset_class_names()
-        self.transform = build_test_transform(cfg)
+        self.transform = build_test_transform(cfg, loc=self.localization)
 
     def _dataset_class_names(self) -> list[str]:
-        k = self.cfg.MODEL.ROI_HEADS.NUM_CLASSES
+        k = self.cfg.MODEL.PCR.NUM_CLASSES if self.localization else self.cfg.MODEL.ROI_HEADS.NUM_CLASSES
         try:
             from detection.data import get_dataset_info
             names = list(get_dataset_info(self.cfg, self.cfg.DATASETS.TEST[0]).class_names)
