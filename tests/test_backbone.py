@@ -17,13 +17,7 @@ from detection.modeling.backbone.resnet import ZeroPadShortcut
 STAGES = ("res2", "res3", "res4", "res5")
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """The CPU is small and shared: one intra-op thread is several times faster than contending."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 NORM_TYPES = {"FrozenBN": FrozenBatchNorm2d, "BN": nn.BatchNorm2d, "GN": nn.GroupNorm, "SyncBN": nn.SyncBatchNorm}

@@ -43,13 +43,7 @@ SMALL = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """The CPU is small and shared: one intra-op thread is several times faster than contending."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def small_cfg(*opts):
