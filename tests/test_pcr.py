@@ -1,12 +1,16 @@
 """The localization mode: per-class RPN (PCR) + image classifier (detection/modeling/pcr.py)."""
 import json
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
 from detection.config import load_config
-from detection.data.mapper import boxes_to_original
+from detection.data.mapper import DatasetMapper, boxes_to_original
+from detection.data.records import make_record
+from detection.engine.predictor import Predictor
 from detection.evaluation.loc_eval import LocalizationEvaluator
 from detection.modeling import build_model
 from detection.modeling.faster_rcnn import FasterRCNN
@@ -242,3 +246,109 @@ def test_a_few_hundred_steps_localize_a_handful_of_images():
     metrics = ev.evaluate()
     assert metrics["loc_err_gt"] == 0.0
     assert metrics["loc_err_top1"] == 0.0 and metrics["cls_err_top1"] == 0.0
+
+
+# ---------------------------------------------------------------------------- multi-scale dense test
+DENSE = ("INPUT.LOC_TEST_MODE", "dense", "INPUT.MAX_SIZE_TEST", "200")
+
+
+def loc_record(tmp_path, h=90, w=150):
+    """A random 90x150 PNG and its record."""
+    path = str(tmp_path / "loc.png")
+    cv2.imwrite(path, np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    return make_record(path, 1, h, w, [[10, 20, 60, 70]], [2], [False])
+
+
+def test_dense_mapper_adds_the_whole_image_at_the_other_sizes(tmp_path):
+    record = loc_record(tmp_path)
+    for fmt in ("BGR", "RGB"):
+        def mapped(sizes):
+            cfg = tiny_cfg(*DENSE, "INPUT.FORMAT", fmt, "INPUT.LOC_TEST_SIZES", str(sizes))
+            return DatasetMapper(cfg, is_train=False, loc=True)(record)
+
+        single, multi = mapped([64]), mapped([64, 96, 160])
+        assert "extra_scales" not in single
+        assert torch.equal(multi["image"], single["image"]) and multi["image"].shape == (3, 64, 107)
+        # 90x150 at shorter side 96: 96x160; at 160: 160x267, over MAX_SIZE_TEST 200 so 120x200
+        assert [tuple(x.shape) for x in multi["extra_scales"]] == [(3, 96, 160), (3, 120, 200)]
+        for x, size in zip(multi["extra_scales"], (96, 160)):  # resized and channel-ordered as "image" at that size
+            assert x.dtype == torch.uint8 and torch.equal(x, mapped([size])["image"])
+
+
+def test_one_crop_takes_one_test_size():
+    with pytest.raises(ValueError, match="LOC_TEST_SIZES"):
+        DatasetMapper(tiny_cfg("INPUT.LOC_TEST_SIZES", "[64, 96]"), is_train=False, loc=True)
+    DatasetMapper(tiny_cfg("INPUT.LOC_TEST_SIZES", "[64, 96]"), is_train=True, loc=True)  # training ignores them
+
+
+@pytest.fixture(scope="module")
+def sharp_model():
+    """A model whose best anchors differ across scales and whose candidates of different scales merge."""
+    torch.manual_seed(0)
+    m = build_model(tiny_cfg()).eval()
+    with torch.no_grad():
+        m.head.class_logits.weight.normal_(0, 0.3)
+        m.head.class_deltas.weight.normal_(0, 0.03)
+    m.merge_iou = 0.3  # a random net's candidates rarely overlap more
+    return m
+
+
+def candidates(m, image):
+    """class_candidates of one image alone: boxes (K, T, 4) in its pixels, scores (K, T)."""
+    batch = m.batch(m.normalize([{"image": image}]))
+    boxes, scores = m.class_candidates(m.backbone(batch.tensor)[m.feature_name], batch.image_sizes_tensor())
+    return boxes[0], scores[0]
+
+
+def test_one_scale_is_the_merge_of_its_candidates(sharp_model):
+    m = sharp_model
+    image = torch.randint(0, 255, (3, 48, 80), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    x = {"image": image, "height": 90, "width": 150}
+    out = m([x])[0]
+    same = m([{**x, "extra_scales": []}])[0]
+    assert all(torch.equal(out[k], same[k]) for k in out)
+    boxes, scores = candidates(m, image)
+    expected = m.to_original(merge_top_boxes(boxes, scores, m.merge_iou)[None], [x], [(48, 80)])[0]
+    assert torch.equal(out["boxes_per_class"], expected)
+    assert torch.equal(out["box_scores"], scores[out["labels"], 0])
+
+
+def test_several_scales_merge_the_pooled_candidates_and_average_the_classifier(sharp_model):
+    m = sharp_model
+    gen = torch.Generator().manual_seed(2)
+    # image 0 and 1 share a batch at the first and the last scale but not at the middle one
+    originals = [(90, 150), (88, 140)]
+    scales = [[(48, 80), (64, 104), (96, 160)], [(46, 78), (64, 88), (94, 150)]]
+    images = [[torch.randint(0, 255, (3, h, w), generator=gen, dtype=torch.uint8) for h, w in s] for s in scales]
+    out = m([{"image": ims[0], "extra_scales": ims[1:], "height": oh, "width": ow}
+             for ims, (oh, ow) in zip(images, originals)])
+    for i, (ims, (oh, ow)) in enumerate(zip(images, originals)):
+        boxes, scores, probs = [], [], []
+        for im in ims:  # every scale alone, its candidates in original pixels
+            b, s = candidates(m, im)
+            h, w = im.shape[-2:]
+            boxes.append(b * torch.tensor([ow / w, oh / h, ow / w, oh / h]))
+            scores.append(s)
+            probs.append(m([{"image": im}])[0]["class_scores"])
+        scores, order = torch.cat(scores, 1).sort(dim=1, descending=True, stable=True)  # (K, 3T)
+        boxes = torch.cat(boxes, 1).gather(1, order[..., None].expand(-1, -1, 4))
+        expected = merge_top_boxes(boxes, scores, m.merge_iou)
+        expected[:, 0::2], expected[:, 1::2] = expected[:, 0::2].clamp(0, ow), expected[:, 1::2].clamp(0, oh)
+        assert torch.allclose(out[i]["boxes_per_class"], expected, atol=1e-3)
+        assert torch.allclose(out[i]["class_scores"], torch.stack(probs).mean(0), atol=1e-6)
+        assert torch.allclose(out[i]["box_scores"], scores[out[i]["labels"], 0], atol=1e-6)
+    with pytest.raises(ValueError, match="extra_scales"):
+        m([{"image": images[0][0], "extra_scales": images[0][1:]}, {"image": images[1][0], "extra_scales": []}])
+
+
+def test_predictor_tests_every_size_as_the_mapper(tmp_path):
+    record = loc_record(tmp_path)
+    torch.manual_seed(0)
+    cfg = tiny_cfg(*DENSE, "INPUT.LOC_TEST_SIZES", "[64, 96]", "DATASETS.ROOT", str(tmp_path))
+    predictor = Predictor(cfg)
+    got = predictor(cv2.imread(record["file_name"]))
+    sample = DatasetMapper(cfg, is_train=False, loc=True)(record)
+    assert len(sample["extra_scales"]) == 1
+    expected = predictor.model([sample])[0]
+    np.testing.assert_array_equal(got["boxes"], expected["boxes"].numpy())
+    np.testing.assert_array_equal(got["scores"], expected["scores"].numpy())

@@ -93,7 +93,7 @@ SCHEMA = {
         "PHOTOMETRIC": (False, "random brightness/contrast/hue jitter in training"),
         "CROP_SIZE": (224, "localization mode: random square crop in training"),
         "LOC_TEST_MODE": ("1-crop", "localization test: 1-crop (centre crop) or dense (whole image)"),
-        "LOC_TEST_SIZES": ([256], "localization dense test: shorter side(s)"),
+        "LOC_TEST_SIZES": ([256], "localization test: shorter side; dense may list several (scales merged), 1-crop one"),
         "RESIZE_INTERP": ("bilinear", "resize interpolation: bilinear (OpenCV) or pil_bilinear (PIL, bit-exact with Detectron2)"),
     },
     "DATASETS": {

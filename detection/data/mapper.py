@@ -9,7 +9,9 @@ Output of ``DatasetMapper(cfg, is_train)(record)``::
      "image_id": int, "file_name": str}
 
 plus, for the localization 1-crop test only, "resized_size": (h, w) before the crop and
-"crop_origin": (x0, y0) of the crop in that resized image (see ``boxes_to_original``).
+"crop_origin": (x0, y0) of the crop in that resized image (see ``boxes_to_original``); for the
+localization dense test with several INPUT.LOC_TEST_SIZES, "extra_scales": a list of uint8
+(3, h, w) tensors, the whole image resized to LOC_TEST_SIZES[1:] ("image" is at LOC_TEST_SIZES[0]).
 Normalisation (PIXEL_MEAN/STD) and padding are the model's job.
 """
 from __future__ import annotations
@@ -21,8 +23,8 @@ import torch
 
 from .image_io import ImageReadError, read_image
 from .stats import STATS, DataStats
-from .transforms import (build_test_augmentation, build_train_augmentation, center_crop_origin, reseed,
-                         resize_shortest_edge_size)
+from .transforms import (build_extra_scales_transform, build_test_augmentation, build_train_augmentation,
+                         center_crop_origin, reseed, resize_shortest_edge_size)
 
 __all__ = ["DatasetMapper", "boxes_to_original"]
 
@@ -40,6 +42,7 @@ class DatasetMapper:
         # transforms run on RGB (ColorJitter's saturation/hue assume it); converted to FORMAT at the end
         self.augment = build_train_augmentation(cfg, loc) if is_train else build_test_augmentation(cfg, loc)
         self.one_crop = loc and not is_train and cfg.INPUT.LOC_TEST_MODE == "1-crop"
+        self.extra_scales = build_extra_scales_transform(cfg, loc and not is_train)
         self._crop = (cfg.INPUT.LOC_TEST_SIZES[0], cfg.INPUT.MAX_SIZE_TEST, cfg.INPUT.CROP_SIZE)
         self.stats = stats
 
@@ -58,11 +61,8 @@ class DatasetMapper:
         kept = np.asarray(out["box_index"], dtype=np.int64).reshape(-1)
         if len(kept) < len(boxes):
             self._count_dropped(len(boxes) - len(kept), record)
-        img = out["image"]
-        if self.format == "BGR":
-            img = img[:, :, ::-1]
         sample = {
-            "image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
+            "image": self._to_tensor(out["image"]),
             "boxes": torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)[:, :4]),
             "labels": torch.as_tensor(labels[kept], dtype=torch.int64),
             "height": int(record["height"]),
@@ -75,7 +75,16 @@ class DatasetMapper:
             rh, rw = resize_shortest_edge_size(h, w, short, max_size)
             sample["resized_size"] = (rh, rw)
             sample["crop_origin"] = center_crop_origin(rh, rw, crop)
+        extra = self.extra_scales(image)
+        if extra:
+            sample["extra_scales"] = [self._to_tensor(im) for im in extra]
         return sample
+
+    def _to_tensor(self, img: np.ndarray) -> torch.Tensor:
+        """RGB (H, W, 3) uint8 -> (3, H, W) uint8 in INPUT.FORMAT order."""
+        if self.format == "BGR":
+            img = img[:, :, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
 
     def _count_dropped(self, n: int, record: dict) -> None:
         total = self.stats.add("boxes_dropped_by_transforms", n)

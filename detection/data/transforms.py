@@ -26,7 +26,8 @@ from albumentations.augmentations.crops.transforms import BaseCrop  # noqa: E402
 
 __all__ = ["MIN_BOX_SIDE", "INTERPOLATIONS", "resize_shortest_edge_size", "resize_image",
            "ResizeShortestEdge", "SquareCrop", "center_crop_origin", "reseed",
-           "build_train_augmentation", "build_test_augmentation", "build_test_transform"]
+           "build_train_augmentation", "build_test_augmentation", "build_test_transform",
+           "build_extra_scales_transform"]
 
 MIN_BOX_SIDE = 1e-5  # Detectron2's filter_empty_instances threshold: only truly degenerate boxes go
 INTERPOLATIONS = ("bilinear", "pil_bilinear")
@@ -155,12 +156,17 @@ def build_train_augmentation(cfg, loc: bool = False) -> A.Compose:
 def build_test_augmentation(cfg, loc: bool = False) -> A.Compose:
     """Test pipeline (deterministic). Detection: ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST).
     Localization: resize the shorter side to LOC_TEST_SIZES[0] (longer side <= MAX_SIZE_TEST), then
-    for LOC_TEST_MODE "1-crop" a centred CROP_SIZE crop; "dense" keeps the whole image."""
+    for LOC_TEST_MODE "1-crop" a centred CROP_SIZE crop; "dense" keeps the whole image (further
+    LOC_TEST_SIZES of a dense test: ``build_extra_scales_transform``; 1-crop takes exactly one size)."""
     inp = cfg.INPUT
     if not loc:
         return _compose([ResizeShortestEdge(inp.MIN_SIZE_TEST, inp.MAX_SIZE_TEST, inp.RESIZE_INTERP)])
     if inp.LOC_TEST_MODE not in ("1-crop", "dense"):
         raise ValueError(f"INPUT.LOC_TEST_MODE must be 1-crop or dense, got {inp.LOC_TEST_MODE!r}")
+    if inp.LOC_TEST_MODE == "1-crop" and len(inp.LOC_TEST_SIZES) != 1:
+        raise ValueError(f"INPUT.LOC_TEST_SIZES {list(inp.LOC_TEST_SIZES)}: the 1-crop test takes one size "
+                         "(the centre crop of one resized image); give one, or use INPUT.LOC_TEST_MODE dense "
+                         "to test the whole image at several sizes")
     t = [ResizeShortestEdge(inp.LOC_TEST_SIZES[0], inp.MAX_SIZE_TEST, inp.RESIZE_INTERP)]
     if inp.LOC_TEST_MODE == "1-crop":
         t.append(SquareCrop(inp.CROP_SIZE, center=True))
@@ -177,5 +183,20 @@ def build_test_transform(cfg, loc: bool = False):
 
     def transform(image: np.ndarray) -> np.ndarray:
         return compose(image=image, bboxes=np.zeros((0, 4), np.float32), box_index=np.zeros(0, np.int64))["image"]
+
+    return transform
+
+
+def build_extra_scales_transform(cfg, loc: bool = False):
+    """``image ndarray (H, W, C) uint8 -> [transformed ndarrays]``: for the dense localization test,
+    the whole image resized to each of LOC_TEST_SIZES[1:] by the rule and interpolation of the first
+    size (``build_test_transform``); an empty list for anything else. Channel order is preserved."""
+    inp = cfg.INPUT
+    sizes = [int(s) for s in inp.LOC_TEST_SIZES[1:]] if loc and inp.LOC_TEST_MODE == "dense" else []
+
+    def transform(image: np.ndarray) -> list[np.ndarray]:
+        h, w = image.shape[:2]
+        return [resize_image(image, resize_shortest_edge_size(h, w, s, int(inp.MAX_SIZE_TEST)), inp.RESIZE_INTERP)
+                for s in sizes]
 
     return transform

@@ -8,17 +8,22 @@ from detection.checkpoint import load_weights
 from detection.modeling import build_model
 
 
+def _chw(image: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
 class Predictor:
     """``Predictor(cfg)(image)`` with ``image`` an (H, W, 3) uint8 array in ``image_format``
     (OpenCV's BGR by default). Returns numpy arrays in the original image's pixels:
     ``{"boxes": (D, 4) xyxy, "scores": (D,), "labels": (D,), "classes": [names]}``: detections, or
-    in the localization mode the top-5 classes with one box each.
+    in the localization mode the top-5 classes with one box each (the whole image tested densely, at
+    every size of INPUT.LOC_TEST_SIZES).
     """
 
     def __init__(self, cfg, weights: str | None = None):
         import copy
 
-        from detection.data import build_test_transform  # the same resize the evaluator uses
+        from detection.data import build_extra_scales_transform, build_test_transform  # the evaluator's resize
 
         self.localization = cfg.MODEL.META_ARCHITECTURE == "PCRLocalizer"
         if self.localization and cfg.INPUT.LOC_TEST_MODE != "dense":
@@ -33,6 +38,7 @@ class Predictor:
             self.metadata = load_weights(self.model, path, cfg=cfg).info.metadata
         self.class_names = self.metadata.get("class_names") or self._dataset_class_names()
         self.transform = build_test_transform(cfg, loc=self.localization)
+        self.extra_scales = build_extra_scales_transform(cfg, loc=self.localization)
 
     def _dataset_class_names(self) -> list[str]:
         k = self.cfg.MODEL.PCR.NUM_CLASSES if self.localization else self.cfg.MODEL.ROI_HEADS.NUM_CLASSES
@@ -52,9 +58,11 @@ class Predictor:
         if image_format != self.cfg.INPUT.FORMAT:
             image = image[:, :, ::-1]
         h, w = image.shape[:2]
-        resized = self.transform(image)
-        tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
-        out = self.model([{"image": tensor, "height": h, "width": w}])[0]
+        sample = {"image": _chw(self.transform(image)), "height": h, "width": w}
+        extra = self.extra_scales(image)
+        if extra:
+            sample["extra_scales"] = [_chw(im) for im in extra]
+        out = self.model([sample])[0]
         labels = out["labels"].cpu().numpy()
         return {"boxes": out["boxes"].cpu().numpy(), "scores": out["scores"].cpu().numpy(), "labels": labels,
                 "classes": [self.class_names[i] for i in labels]}

@@ -44,18 +44,23 @@ class ImageModel(nn.Module):
             batch.tensor = batch.tensor.contiguous(memory_format=torch.channels_last)
         return batch
 
+    def same_size_groups(self, images: list[torch.Tensor]) -> list[list[int]]:
+        """Indices of ``images`` grouped by padded size, the test-time batches.
+
+        Padding changes the features near an image's border (convolutions see the padded zeros
+        through their receptive field), so at test time only images that pad to the same size
+        share a forward pass: results never depend on which other images are in the batch."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            groups.setdefault(self.padded_size(im), []).append(i)
+        return list(groups.values())
+
     def forward(self, batched_inputs: list[dict]):
         images = self.normalize(batched_inputs)
         if self.training:
             return self.losses(self.batch(images), batched_inputs)
-        # Padding changes the features near an image's border (convolutions see the padded zeros
-        # through their receptive field), so at test time only images that pad to the same size
-        # share a forward pass: results never depend on which other images are in the batch.
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, im in enumerate(images):
-            groups.setdefault(self.padded_size(im), []).append(i)
         results: list[dict] = [{}] * len(images)
-        for idx in groups.values():
+        for idx in self.same_size_groups(images):
             batch = self.batch([images[i] for i in idx])
             for i, r in zip(idx, self.inference(batch, [batched_inputs[i] for i in idx])):
                 results[i] = r

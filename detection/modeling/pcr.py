@@ -32,11 +32,15 @@ Testing, for every class c: the ``topk_merge`` highest-scoring anchors of channe
 in the image, not in the batch padding) are decoded with class c's regressor; the box is box
 voting around the top one: the score-weighted mean of the top box and of those among the top k with
 IoU >= ``merge_iou`` with it (the boxes NMS at that threshold would suppress in favour of the top
-box). Everything is batched over images, anchors and classes.
+box). Everything is batched over images, anchors and classes. The dense test at several scales
+(INPUT.LOC_TEST_SIZES, the mapper's ``extra_scales``) runs this at every scale, pools each class's
+candidates of all scales, sorts them by score and merges once; the class probabilities are the mean
+of the scales' softmax.
 """
 from __future__ import annotations
 
 import json
+import math
 
 import torch
 import torch.nn as nn
@@ -179,6 +183,8 @@ class PCRLocalizer(ImageModel):
     - 1-crop test only (optional): ``crop_origin`` (x0, y0) of the crop in the resized image and
       ``resized_size`` (h, w) of that resized image (without them the input is taken to be the
       whole resized image);
+    - multi-scale dense test only (optional): ``extra_scales``, a list of (3, h, w) tensors, the
+      whole image at further sizes (the same number for every image of a batch);
     - ``image_id``: needed with a class file;
     - training only: ``boxes`` (N, 4) xyxy in input pixels, ``labels`` (N,) in 0..K-1.
 
@@ -190,7 +196,7 @@ class PCRLocalizer(ImageModel):
     - ``"topk_labels"``: (k,) the top k = min(5, K) classes, best first;
     - ``"boxes"`` (k, 4), ``"scores"`` (k,), ``"labels"`` (k,): the top k classes' boxes, their
       class probabilities and the classes (what the Predictor/demo draw);
-    - ``"box_scores"``: (k,) the PCR objectness (sigmoid) of the top anchor of each of them.
+    - ``"box_scores"``: (k,) the PCR objectness (sigmoid) of the top anchor (of all scales) of each of them.
 
     ``LocalizationEvaluator`` reads ``topk_labels`` (ranking) and ``boxes_per_class``.
     """
@@ -294,9 +300,9 @@ class PCRLocalizer(ImageModel):
 
     # ------------------------------------------------------------------------------------ inference
     @torch.no_grad()
-    def class_boxes(self, features: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-class boxes (B, K, 4) xyxy in input pixels (not clipped) and the top anchor's
-        objectness (B, K), from the ``topk_merge`` best anchors of each class."""
+    def class_candidates(self, features: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For each class, its ``topk_merge`` best anchors decoded by its regressor: boxes (B, K, T, 4)
+        xyxy in input pixels (not clipped) and their objectness (B, K, T), best first."""
         logits, deltas = self.head(features)
         anchors = self.anchor_generator(tuple(features.shape[-2:]))
         b, n, k = logits.shape
@@ -306,19 +312,69 @@ class PCRLocalizer(ImageModel):
         top_scores, top_idx = scores.topk(t, dim=1)  # (B, T, K), sorted
         picked = deltas.gather(1, top_idx[..., None].expand(-1, -1, -1, 4))  # (B, T, K, 4)
         boxes = self.box_coder.decode(picked.reshape(-1, 4), anchors[top_idx.reshape(-1)]).view(b, t, k, 4)
-        merged = merge_top_boxes(boxes.transpose(1, 2), top_scores.transpose(1, 2), self.merge_iou)
-        return merged, top_scores[:, 0]
+        return boxes.transpose(1, 2), top_scores.transpose(1, 2)
+
+    def scale_outputs(self, images: ImageList, classify: bool):
+        """One scale: ``class_candidates`` and the classifier's probabilities (B, K) (None unless ``classify``)."""
+        features = self.backbone(images.tensor)[self.feature_name]
+        sizes = images.image_sizes_tensor()
+        boxes, scores = self.class_candidates(features, sizes)
+        probs = F.softmax(self.classifier(features, sizes).float(), dim=1) if classify else None
+        return boxes, scores, probs
+
+    def extra_scale_outputs(self, inputs: list[dict], s: int, classify: bool):
+        """``scale_outputs`` of every input's ``extra_scales[s]``, plus their sizes (B, 2) as (h, w).
+
+        These images need not pad to the same size: one forward per group that does (as in
+        ``ImageModel.forward``). A group with fewer than ``topk_merge`` anchors fills its missing
+        candidates with score -inf (weight 0 in the merge)."""
+        images = self.normalize([{"image": x["extra_scales"][s]} for x in inputs])
+        n, k = len(images), self.num_classes
+        boxes = torch.zeros(n, k, self.topk_merge, 4, device=self.device)
+        scores = torch.full((n, k, self.topk_merge), -math.inf, device=self.device)
+        probs = torch.zeros(n, k, device=self.device) if classify else None
+        for idx in self.same_size_groups(images):
+            b, sc, p = self.scale_outputs(self.batch([images[i] for i in idx]), classify)
+            idx = torch.tensor(idx, device=self.device)
+            boxes[idx, :, :b.shape[2]], scores[idx, :, :sc.shape[2]] = b, sc
+            if classify:
+                probs[idx] = p
+        sizes = torch.tensor([im.shape[-2:] for im in images], device=self.device)
+        return boxes, scores, probs, sizes
+
+    @staticmethod
+    def num_extra_scales(inputs: list[dict]) -> int:
+        """How many ``extra_scales`` the inputs have (the same for all, whole images only)."""
+        counts = {len(x.get("extra_scales", ())) for x in inputs}
+        if len(counts) > 1:
+            raise ValueError(f"the images of a batch have different numbers of extra_scales: {sorted(counts)}")
+        n = counts.pop()
+        if n and any("crop_origin" in x for x in inputs):
+            raise ValueError("extra_scales are whole images (dense test), not for a 1-crop input")
+        return n
 
     @torch.no_grad()
     def inference(self, images: ImageList, inputs: list[dict]) -> list[dict]:
-        features = self.backbone(images.tensor)[self.feature_name]
+        classify = self.class_file is None
+        boxes, scores, probs = self.scale_outputs(images, classify)
+        n_extra = self.num_extra_scales(inputs)
         sizes = images.image_sizes_tensor()
-        boxes, box_scores = self.class_boxes(features, sizes)
-        boxes = self.to_original(boxes, inputs, images.image_sizes)
-        if self.class_file is not None:
-            probs = self.file_scores(inputs)
-        else:
-            probs = F.softmax(self.classifier(features, sizes).float(), dim=1)
+        for s in range(n_extra):
+            b, sc, p, extra_sizes = self.extra_scale_outputs(inputs, s, classify)
+            # Pool in the first scale's input pixels (the frame to_original maps from). They are the
+            # original pixels scaled per axis, which changes neither IoUs nor weighted means: merging
+            # here is merging in original pixels.
+            to_first = (sizes / extra_sizes).flip(1).repeat(1, 2)  # (w0/ws, h0/hs, w0/ws, h0/hs)
+            boxes = torch.cat((boxes, b * to_first[:, None, None]), 2)
+            scores = torch.cat((scores, sc), 2)
+            if classify:
+                probs = probs + p
+        if n_extra:  # (a single scale's candidates are sorted already)
+            scores, order = scores.sort(dim=2, descending=True, stable=True)
+            boxes = boxes.gather(2, order[..., None].expand(-1, -1, -1, 4))
+        box_scores = scores[..., 0]
+        boxes = self.to_original(merge_top_boxes(boxes, scores, self.merge_iou), inputs, images.image_sizes)
+        probs = probs / (1 + n_extra) if classify else self.file_scores(inputs)
         kk = min(self.topk_output, self.num_classes)
         top_probs, top_labels = probs.topk(kk, dim=1)
         top_boxes = boxes.gather(1, top_labels[..., None].expand(-1, -1, 4))
