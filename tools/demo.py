@@ -2,7 +2,7 @@
 """Detect objects in images and draw them.
 
     python tools/demo.py --config configs/quickstart.yaml --weights output/quickstart/model_final.pth \
-        --input datasets/synthetic/det_seed0_n1000-50_px256_jpg/images/val --output output/demo [--score-thresh 0.5] [KEY VALUE ...]
+        --input datasets/synthetic/det_seed0_n1000-200_px256_jpg/images/val --output output/demo [--score-thresh 0.5] [KEY VALUE ...]
 
 For each image writes DIR/<name>.jpg (boxes, class names, scores drawn) and DIR/<name>.json
 (a list of {"box": [x1, y1, x2, y2], "score", "label", "class"} in original pixels).
