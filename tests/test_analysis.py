@@ -13,6 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from norms import randomise_norms
+
 from detection.analysis import (DetectorAP50, PathForward, backbone_summary, block_kind, branch_responses,
                                 conv_macs, deletion_pool, detector_summary, lesion_study, lesioned, paper_name,
                                 path_gradients, path_length_distribution, residual_blocks, summarize_cfg)
@@ -38,22 +40,11 @@ def resnet_cfg(**resnets):
     return cfg
 
 
-def randomise(model, seed=0):
-    """Random norm statistics/affines so that branches are not near zero-mean unit-variance."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-            with torch.no_grad():
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    return model.eval()
 
 
 def small_resnet(seed=0, **resnets):
     torch.manual_seed(seed)
-    return randomise(build_resnet(resnet_cfg(**resnets), num_stages=4), seed)
+    return randomise_norms(build_resnet(resnet_cfg(**resnets), num_stages=4), seed).eval()
 
 
 def image(b=2, size=32, seed=0):
@@ -183,7 +174,7 @@ def det(tmp_path_factory):
     cfg = load_config(None, ["DATASETS.ROOT", root, "OUTPUT_DIR", os.path.join(root, "out"), *DET_OPTS])
     torch.manual_seed(0)
     model = build_model(cfg)
-    randomise(model)
+    randomise_norms(model)
     with torch.no_grad():  # confident, varied scores so detections depend on the features
         model.roi_heads.box_predictor.cls_score.weight.normal_(std=0.5)
     return cfg, model.eval(), root
@@ -265,7 +256,7 @@ def test_path_length_distribution_is_binomial():
 def identity_chain(n=3, c=8, seed=0):
     torch.manual_seed(seed)
     stage = make_stage("basic", n, c, c, c, 1, norm="BN", gn_groups=1, shortcut="B", residual=True)
-    return randomise(stage, seed)
+    return randomise_norms(stage, seed).eval()
 
 
 def test_k0_gradient_is_the_skip_only_path():

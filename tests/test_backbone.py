@@ -9,6 +9,8 @@ import torch.nn.functional as F
 import torchvision
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from norms import randomise_norms
+
 from detection.config import get_default_config
 from detection.layers import ConvNorm
 from detection.modeling.backbone import BottleneckBlock, build_c4_backbone, build_resnet
@@ -34,16 +36,6 @@ def resnet_cfg(**resnets):
 
 def rand_image(h=64, w=64, b=1, seed=0):
     return torch.randn(b, 3, h, w, generator=torch.Generator().manual_seed(seed))
-
-
-def randomise_bn_stats(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
 
 
 def torchvision_to_ours(name: str) -> str:
@@ -79,7 +71,7 @@ def test_param_count_and_shapes_equal_torchvision_resnet(depth):
 def test_logits_equal_torchvision_resnet_with_the_same_weights(depth):
     torch.manual_seed(0)
     ref = getattr(torchvision.models, f"resnet{depth}")().eval()
-    randomise_bn_stats(ref)
+    randomise_norms(ref)
     ours = build_resnet(resnet_cfg(DEPTH=depth), num_classes=1000).eval()
     ours.load_state_dict({torchvision_to_ours(k): v for k, v in ref.state_dict().items()})
     x = rand_image(64, 80, b=2)
@@ -325,7 +317,7 @@ def test_freeze_at_freezes_stem_and_first_stages_only(freeze_at):
 def test_freezing_keeps_the_bn_statistics_so_eval_output_is_unchanged():
     torch.manual_seed(0)
     model = build_resnet(resnet_cfg(DEPTH=18, NORM="BN", FREEZE_AT=0))
-    randomise_bn_stats(model)
+    randomise_norms(model)
     model.eval()
     x = rand_image()
     with torch.no_grad():
@@ -452,7 +444,7 @@ def test_c4_trunk_then_res5_equals_the_full_resnet(depth, norm):
     torch.manual_seed(0)
     cfg = resnet_cfg(DEPTH=depth, NORM=norm)
     full = build_resnet(cfg, out_features=["res4", "res5"])
-    randomise_bn_stats(full)
+    randomise_norms(full)
     full.eval()
     trunk, res5 = build_c4_backbone(cfg)
     state = full.state_dict()
