@@ -137,7 +137,8 @@ SCHEMA = {
         "IMS_PER_BATCH": (1, "images per inference batch per process"),
     },
     "OUTPUT_DIR": ("./output", "checkpoints, logs, metrics and plots go here"),
-    "SEED": (0, "global seed (<0: random)"),
+    "SEED": (0, "global seed of the model and the data (<0: random, drawn once per run; the tools "
+                "write the seed used into OUTPUT_DIR/config.yaml)"),
     "LOG_PERIOD": (20, "log every this many iterations"),
     "VERSION": (1, "config format version"),
 }

@@ -12,14 +12,14 @@ split into contiguous shards across processes; batches of ``TEST.IMS_PER_BATCH``
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import random
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
+
+from detection.utils.seed import resolve_seed
 
 from .catalog import get_dataset
 from .image_io import ImageReadError
@@ -28,7 +28,7 @@ from .mapper import DatasetMapper
 from .samplers import InferenceSampler, InfiniteBatchSampler, TrainingSampler, derive_seed, dist_info
 from .stats import STATS, DataStats
 
-__all__ = ["build_train_loader", "build_test_loader", "trivial_collate", "resolve_seed",
+__all__ = ["build_train_loader", "build_test_loader", "trivial_collate",
            "SerializedList", "TrainDataset", "TestDataset", "TestLoader"]
 
 logger = logging.getLogger(__name__)
@@ -39,20 +39,6 @@ MAX_BAD_IN_A_ROW = 100  # with SKIP_BAD_IMAGES: give up when this many replaceme
 def trivial_collate(batch: list) -> list:
     """The batch as the list of mapper dicts (skipped images, given as None, left out)."""
     return [b for b in batch if b is not None]
-
-
-def resolve_seed(cfg) -> int:
-    """cfg.SEED, or when negative a random seed (shared by all processes: rank 0's is broadcast)."""
-    seed = int(cfg.SEED)
-    if seed >= 0:
-        return seed
-    seed = int.from_bytes(os.urandom(4), "little") >> 1
-    if dist.is_available() and dist.is_initialized():
-        box = [seed]
-        dist.broadcast_object_list(box, src=0)
-        seed = box[0]
-    logger.info("SEED < 0: using the random data seed %d", seed)
-    return seed
 
 
 class SerializedList:
@@ -199,7 +185,7 @@ def build_train_loader(cfg, start_iter: int = 0, rank: int | None = None,
                          f"number of processes ({world_size})")
     batch_size = cfg.SOLVER.IMS_PER_BATCH // world_size
     records, info, loc = _load_train(cfg)
-    seed = resolve_seed(cfg)
+    seed = resolve_seed(cfg.SEED)  # the tools resolved it already (launch.setup); a no-op then
 
     group_ids = None
     if cfg.DATALOADER.ASPECT_RATIO_GROUPING and not loc:  # loc crops are square: nothing to group

@@ -7,20 +7,19 @@ pycocotools' evaluator treats them as COCO does.
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import logging
 import os
 
 import numpy as np
 
+from detection.utils.coco import coco_from_dict
+from detection.utils.io import read_json as _read_json
+from detection.utils.io import write_json
+
 from .info import DatasetFormatError, DatasetInfo, DatasetNotFoundError
 from .records import BoxCleaner, make_record
 
-__all__ = ["load_coco_json", "coco_info", "read_json", "write_coco_json"]
-
-from detection.utils.io import read_json as _read_json  # noqa: E402
+__all__ = ["load_coco_json", "coco_info", "read_json", "coco_annotation", "save_coco_json", "write_coco_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,16 +30,10 @@ def read_json(path: str):
 
 
 def _coco_api(data: dict, path: str):
-    from pycocotools.coco import COCO
-
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise DatasetFormatError(f"{path}: not a COCO detection json: top-level key {key!r} missing or not a list")
-    coco = COCO()
-    coco.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints progress lines
-        coco.createIndex()
-    return coco
+    return coco_from_dict(data)
 
 
 def load_coco_json(json_file: str, image_root: str, dataset_name: str,
@@ -105,6 +98,22 @@ def coco_info(json_file: str, image_root: str, dataset_name: str, evaluator_type
                        evaluator_type, json_file=json_file, image_root=os.path.abspath(image_root))
 
 
+def coco_annotation(ann_id: int, image_id: int, category_id: int, box: list[float], iscrowd: bool = False,
+                    area: float | None = None) -> dict:
+    """One COCO annotation for the xyxy ``box``: ``bbox`` [x, y, w, h]; ``area`` defaults to the box
+    area (there are no masks). ``ann_id`` should start at 1: pycocotools treats id 0 as falsy."""
+    x1, y1, x2, y2 = box
+    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "bbox": [x1, y1, x2 - x1, y2 - y1],
+            "area": (x2 - x1) * (y2 - y1) if area is None else area, "iscrowd": int(iscrowd)}
+
+
+def save_coco_json(path: str, images: list[dict], annotations: list[dict], categories: list[dict],
+                   info: dict) -> str:
+    """A COCO detection json (``info``, ``images``, ``annotations``, ``categories``) at ``path``,
+    written atomically. Returns ``path``."""
+    return write_json(path, {"info": info, "images": images, "annotations": annotations, "categories": categories})
+
+
 def write_coco_json(records: list[dict], info: DatasetInfo, path: str) -> str:
     """Write the ground truth of ``records`` as a COCO detection json at ``path`` (returns ``path``).
 
@@ -116,21 +125,7 @@ def write_coco_json(records: list[dict], info: DatasetInfo, path: str) -> str:
         images.append({"id": int(r["image_id"]), "file_name": r["file_name"],
                        "height": int(r["height"]), "width": int(r["width"])})
         for box, label, ign in zip(r["boxes"].tolist(), r["labels"].tolist(), r["ignore"].tolist()):
-            x1, y1, x2, y2 = box
-            annotations.append({
-                "id": len(annotations) + 1,  # COCO ids start at 1; pycocotools treats id 0 as falsy in places
-                "image_id": int(r["image_id"]),
-                "category_id": int(info.category_ids[label]),
-                "bbox": [x1, y1, x2 - x1, y2 - y1],
-                "area": (x2 - x1) * (y2 - y1),
-                "iscrowd": int(ign),
-            })
+            annotations.append(coco_annotation(len(annotations) + 1, int(r["image_id"]),
+                                               int(info.category_ids[label]), box, iscrowd=ign))
     categories = [{"id": int(cid), "name": name} for cid, name in zip(info.category_ids, info.class_names)]
-    data = {"info": {"description": f"ground truth of {info.name}"}, "images": images,
-            "annotations": annotations, "categories": categories}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
-    return path
+    return save_coco_json(path, images, annotations, categories, {"description": f"ground truth of {info.name}"})

@@ -11,7 +11,7 @@ import time
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from detection.utils.comm import get_world_size, is_main_process, reduce_dict
+from detection.utils.comm import get_world_size, is_main_process, reduce_dict, unwrap_model
 
 from .checkpointer import Checkpointer
 from .events import EventWriter, plot_curves
@@ -102,7 +102,7 @@ class Trainer:
     def evaluate(self) -> None:
         if self.evaluate_fn is None:
             return
-        model = self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+        model = unwrap_model(self.model)
         results = self.evaluate_fn(model)
         for name, metrics in results.items():
             scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
