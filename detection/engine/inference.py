@@ -7,6 +7,8 @@ import time
 
 import torch
 
+from detection.data import build_test_loader
+from detection.evaluation import build_evaluator
 from detection.utils.comm import get_world_size
 
 logger = logging.getLogger(__name__)
@@ -30,20 +32,17 @@ def inference_on_dataset(model, loader, evaluator, log_period: int = 50) -> dict
     return evaluator.evaluate()
 
 
-def evaluate(cfg, model) -> dict:
+def evaluate(cfg, model, plot: bool = True) -> dict:
     """Evaluate on each of ``DATASETS.TEST``; results in OUTPUT_DIR/eval/<dataset>/.
 
-    Returns {dataset name: metrics}. Detection datasets get the COCO/VOC metrics, localization
-    datasets the LOC errors.
+    Returns {dataset name: metrics}. Detection datasets get the COCO/VOC metrics (and, with
+    ``plot``, their PNG plots), localization datasets the LOC errors.
     """
-    from detection.data import build_test_loader
-    from detection.evaluation import build_evaluator
-
     results = {}
     for name in cfg.DATASETS.TEST:
         loader, records, info = build_test_loader(cfg, name)
         out_dir = os.path.join(cfg.OUTPUT_DIR, "eval", name.replace("/", "_").replace(":", "_"))
-        evaluator = build_evaluator(cfg, info, records, out_dir)
+        evaluator = build_evaluator(info, records, out_dir, plot=plot)
         logger.info("evaluating on %s (%d images, %d process(es))", name, len(records), get_world_size())
         results[name] = inference_on_dataset(model, loader, evaluator)
     return results

@@ -2,7 +2,6 @@
 
 Helpers:
 
-* :func:`load_json` - json with an error that names the file and the line/column.
 * :func:`load_coco_gt` - a ``pycocotools.coco.COCO`` from a path or a dict, with the fields
   COCOeval needs filled in (``area``, ``iscrowd``, annotation ids >= 1).
 * :func:`outputs_to_coco_results` - model outputs -> COCO results (xywh, original ids).
@@ -15,17 +14,18 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import os
-from typing import Dict, List, Optional, Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
-import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from detection.utils.coco import coco_from_dict
+from detection.utils.io import read_json
+from detection.utils.tensors import to_numpy
+
 __all__ = [
-    "load_json",
     "load_coco_gt",
     "outputs_to_coco_results",
     "validate_results",
@@ -41,17 +41,10 @@ COCO_STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR
 #: detections.json rounding: boxes to 1/100 pixel, scores to 5 decimals. Metrics are always
 #: computed from the rounded values, so re-evaluating detections.json gives the same numbers.
 BOX_DECIMALS = 2
-from detection.utils.io import read_json  # noqa: E402
-
 SCORE_DECIMALS = 5
 
 
-def load_json(path: Union[str, os.PathLike], what: str = "json file"):
-    """``json.load`` with errors that name the file and the position."""
-    return read_json(path, what)
-
-
-def _normalise_gt(dataset: Dict, source: str) -> Dict:
+def _normalise_gt(dataset: dict, source: str) -> dict:
     """Fill what COCOeval needs and check the structure. Returns a (shallow-copied) dict."""
     if not isinstance(dataset, dict):
         raise ValueError(f"ground truth {source}: expected a json object, got {type(dataset).__name__}")
@@ -88,42 +81,27 @@ def _normalise_gt(dataset: Dict, source: str) -> Dict:
     return ds
 
 
-def load_coco_gt(json_file: Union[str, os.PathLike, Dict, COCO]) -> COCO:
+def load_coco_gt(json_file: str | os.PathLike | dict | COCO) -> COCO:
     """A pycocotools ``COCO`` for a COCO-format ground truth (path, loaded dict, or COCO)."""
     if isinstance(json_file, COCO):
         return json_file
     if isinstance(json_file, dict):
         dataset, source = json_file, "<dict>"
     else:
-        dataset, source = load_json(json_file, "ground-truth json"), os.fspath(json_file)
-    dataset = _normalise_gt(dataset, source)
-    coco = COCO()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
+        dataset, source = read_json(json_file, "ground-truth json"), os.fspath(json_file)
+    return coco_from_dict(_normalise_gt(dataset, source))
 
 
-def _to_numpy(x, dtype=None):
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu()
-        if x.dtype in (torch.float16, torch.bfloat16):
-            x = x.float()
-        x = x.numpy()
-    x = np.asarray(x)
-    return x.astype(dtype) if dtype is not None else x
-
-
-def outputs_to_coco_results(image_id: int, output: Dict, category_ids: Sequence[int]) -> List[Dict]:
+def outputs_to_coco_results(image_id: int, output: dict, category_ids: Sequence[int]) -> list[dict]:
     """One image's model output -> COCO result dicts, sorted by score (highest first, stable).
 
     ``output``: ``{"boxes": (N, 4) xyxy original pixels, "scores": (N,), "labels": (N,)
     contiguous}``; ``category_ids[label]`` is the original category id. Boxes are written
     xywh and rounded to :data:`BOX_DECIMALS`, scores to :data:`SCORE_DECIMALS`.
     """
-    boxes = _to_numpy(output["boxes"], np.float64).reshape(-1, 4)
-    scores = _to_numpy(output["scores"], np.float64).reshape(-1)
-    labels = _to_numpy(output["labels"]).reshape(-1)
+    boxes = to_numpy(output["boxes"], np.float64).reshape(-1, 4)
+    scores = to_numpy(output["scores"], np.float64).reshape(-1)
+    labels = to_numpy(output["labels"]).reshape(-1)
     n = boxes.shape[0]
     if scores.shape[0] != n or labels.shape[0] != n:
         raise ValueError(
@@ -188,23 +166,19 @@ def validate_results(results, coco_gt: COCO, source: str = "detections") -> None
 def _empty_results_coco(coco_gt: COCO) -> COCO:
     # COCO.loadRes indexes anns[0] and so fails on an empty list; an empty results COCO
     # evaluates to precision 0 for every class with ground truth, as COCOeval intends.
-    res = COCO()
-    res.dataset = {
+    return coco_from_dict({
         "info": copy.deepcopy(coco_gt.dataset.get("info", {})),
         "images": list(coco_gt.dataset["images"]),
         "categories": copy.deepcopy(coco_gt.dataset["categories"]),
         "annotations": [],
-    }
-    with contextlib.redirect_stdout(io.StringIO()):
-        res.createIndex()
-    return res
+    })
 
 
 def run_coco_eval(
     coco_gt: COCO,
-    results: List[Dict],
-    img_ids: Optional[Sequence[int]] = None,
-    cat_ids: Optional[Sequence[int]] = None,
+    results: list[dict],
+    img_ids: Sequence[int] | None = None,
+    cat_ids: Sequence[int] | None = None,
 ):
     """Run ``COCOeval(iouType="bbox")``. Returns ``(coco_eval, summary_text)``.
 
@@ -229,7 +203,7 @@ def run_coco_eval(
     return coco_eval, buf.getvalue()
 
 
-def coco_stats_percent(coco_eval: COCOeval) -> Dict[str, float]:
+def coco_stats_percent(coco_eval: COCOeval) -> dict[str, float]:
     """``stats`` as percentages keyed by :data:`COCO_STAT_NAMES` (-1 -> NaN, as Detectron2)."""
     out = {}
     for name, v in zip(COCO_STAT_NAMES, coco_eval.stats):
@@ -237,7 +211,7 @@ def coco_stats_percent(coco_eval: COCOeval) -> Dict[str, float]:
     return out
 
 
-def per_class_ap(coco_eval: COCOeval, iou: Optional[float] = 0.5) -> Dict[int, float]:
+def per_class_ap(coco_eval: COCOeval, iou: float | None = 0.5) -> dict[int, float]:
     """{category id: AP in percent} from ``eval['precision']`` (area all, maxDets 100).
 
     ``iou=0.5`` gives AP50 (the slice ``precision[iouThrs == .5, :, k, 0, -1]``), ``None``
