@@ -22,10 +22,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
+import yaml
+
+from detection.modeling.backbone.resnet import resnet_spec
 
 __all__ = ["Checkpoint", "CheckpointInfo", "INPUT_HINTS", "convert_caffe2", "convert_checkpoint",
            "convert_detectron2", "convert_torchvision", "detect_format", "find_state_dict"]
@@ -111,8 +115,6 @@ class Checkpoint:
 
 def _is_bottleneck(cfg) -> bool:
     try:
-        from detection.modeling.backbone.resnet import resnet_spec
-
         r = cfg.MODEL.RESNETS
         return resnet_spec(r.DEPTH, r.STAGE_BLOCKS, r.BLOCK)[0] == "bottleneck"
     except Exception:  # a config the ResNet builder would reject anyway
@@ -339,8 +341,6 @@ def _hints_from_cfg(cfg: Any) -> dict[str, Any]:
     """Input hints from a config stored in our checkpoint (a dict or a YAML string), best effort."""
     if isinstance(cfg, str):
         try:
-            import yaml
-
             cfg = yaml.safe_load(cfg)
         except Exception:
             return {}

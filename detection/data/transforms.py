@@ -22,6 +22,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations otherwi
 import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 from albumentations.augmentations.crops.transforms import BaseCrop  # noqa: E402
 
 __all__ = ["MIN_BOX_SIDE", "INTERPOLATIONS", "resize_shortest_edge_size", "resize_image",
@@ -64,8 +65,6 @@ def resize_image(img: np.ndarray, size: tuple[int, int], interp: str = "bilinear
     if interp == "bilinear":
         return cv2.resize(img, (neww, newh), interpolation=cv2.INTER_LINEAR)
     if interp == "pil_bilinear":
-        from PIL import Image
-
         return np.asarray(Image.fromarray(img).resize((neww, newh), Image.BILINEAR))
     raise ValueError(f"INPUT.RESIZE_INTERP must be one of {INTERPOLATIONS}, got {interp!r}")
 

@@ -16,6 +16,7 @@ import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
+from PIL import Image
 
 from .info import DatasetFormatError, DatasetInfo, DatasetNotFoundError
 from .records import BoxCleaner, make_record
@@ -71,9 +72,7 @@ def parse_voc_xml(path: str) -> dict:
 
 def image_size_from_file(path: str) -> tuple[int, int]:
     """(height, width) read from the image header, for annotation files without a usable <size>."""
-    from PIL import Image  # header only: much cheaper than decoding
-
-    try:
+    try:  # the header only: much cheaper than decoding
         with Image.open(path) as im:
             width, height = im.size
             if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF 90/270-degree turn: OpenCV returns it turned
