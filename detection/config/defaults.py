@@ -140,5 +140,4 @@ SCHEMA = {
     "SEED": (0, "global seed of the model and the data (<0: random, drawn once per run; the tools "
                 "write the seed used into OUTPUT_DIR/config.yaml)"),
     "LOG_PERIOD": (20, "log every this many iterations"),
-    "VERSION": (1, "config format version"),
 }
