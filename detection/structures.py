@@ -19,7 +19,7 @@ class ImageList:
     image_sizes: list[tuple[int, int]]
 
     @staticmethod
-    def from_tensors(images: list[torch.Tensor], size_divisibility: int = 0, pad_value: float = 0.0) -> "ImageList":
+    def from_tensors(images: list[torch.Tensor], size_divisibility: int = 0, pad_value: float = 0.0) -> ImageList:
         """Pad (C, h, w) tensors to the largest size, rounded up to ``size_divisibility``."""
         if not images:
             raise ValueError("ImageList.from_tensors needs at least one image")

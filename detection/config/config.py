@@ -10,7 +10,8 @@ import copy
 import difflib
 import os
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import yaml
 

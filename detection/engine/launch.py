@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from torch.distributed.run import main as torchrun
 
-from detection.config import load_config
+from detection.config import CfgNode, load_config
 from detection.utils import comm
 from detection.utils.logger import setup_logger
 from detection.utils.seed import resolve_seed, seed_all
@@ -67,12 +66,11 @@ def relaunch_with_torchrun(num_procs: int) -> None:
     sys.exit(0)
 
 
-def setup(args, *, output_subdir: str = "") -> "object":
+def setup(args) -> CfgNode:
     """Config from --config and KEY VALUE pairs, the process group (under torchrun), logging, seed."""
     cfg = load_config(args.config or None, args.opts)
     cfg.MODEL.DEVICE = comm.init_distributed(cfg.MODEL.DEVICE)
-    out_dir = os.path.join(cfg.OUTPUT_DIR, output_subdir) if output_subdir else cfg.OUTPUT_DIR
-    setup_logger(out_dir)
+    setup_logger(cfg.OUTPUT_DIR)
     # One seed for the run, random when SEED < 0 and then shared by all processes: the data
     # loader derives its streams from cfg.SEED, the model is initialised from SEED + rank.
     cfg.SEED = resolve_seed(cfg.SEED)
