@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from detection.checkpoint import load_weights
+from detection.checkpoint.converters import rename_legacy
 from detection.modeling import build_model
 from golden import procedure as golden
 
@@ -47,7 +48,9 @@ def assert_complete(report, name: str) -> None:
 
 
 def assert_weights_equal(model, file_state: dict, renamed: dict[str, str], name: str) -> None:
-    """Every model tensor equal to the file's tensor of the name the loader matched it to."""
+    """Every model tensor equal to the file's tensor of the name the loader matched it to (the
+    file's names as of today: our own renamed tensors under their new names)."""
+    file_state, _ = rename_legacy(file_state)
     state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     assert_identical(state, {k: file_state[renamed.get(k, k)] for k in state}, f"{name} weights")
 

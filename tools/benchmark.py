@@ -54,7 +54,7 @@ class TorchvisionC4(nn.Module):
         from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
         from torchvision.ops import MultiScaleRoIAlign
 
-        from detection.modeling.backbone import build_c4_backbone
+        from detection.modeling import build_c4_backbone
 
         trunk, res5 = build_c4_backbone(cfg)
 

@@ -225,7 +225,7 @@ def summarize_cfg(cfg, part: str = "backbone", input_size=None, depth: str = "bl
     ResNet without the classifier, or ``detector`` = the whole FasterRCNN.
     """
     from detection.modeling import build_model
-    from detection.modeling.backbone import build_resnet
+    from detection.modeling import build_resnet
 
     dev = torch.device(device) if device else torch.device("cpu")
     with torch.device(dev):
