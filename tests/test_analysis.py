@@ -21,7 +21,7 @@ from detection.analysis import (DetectorAP50, PathForward, backbone_summary, blo
 from detection.analysis.paths import block_chain, chain_input, effective_paths, random_projection
 from detection.config import get_default_config, load_config
 from detection.modeling import build_model
-from detection.modeling.backbone import build_resnet
+from detection.modeling import build_resnet
 from detection.modeling.backbone.resnet import make_stage
 
 

@@ -13,7 +13,8 @@ from norms import randomise_norms
 
 from detection.config import get_default_config
 from detection.layers import ConvNorm
-from detection.modeling.backbone import BottleneckBlock, build_c4_backbone, build_resnet
+from detection.modeling import build_c4_backbone, build_resnet
+from detection.modeling.backbone import BottleneckBlock
 from detection.modeling.backbone.resnet import ZeroPadShortcut
 
 STAGES = ("res2", "res3", "res4", "res5")

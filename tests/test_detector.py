@@ -10,11 +10,14 @@ from detection.config import load_config
 from detection.modeling import build_model
 from detection.modeling.anchors import AnchorGenerator
 from detection.modeling.box_coder import BoxCoder
-from detection.modeling.faster_rcnn import postprocess
+from detection.modeling.meta_arch.faster_rcnn import detector_postprocess as postprocess
 from detection.modeling.matcher import Matcher
 from detection.modeling.pooler import ROIPooler
 from detection.modeling.res5_head import BoxPredictor, Res5ROIHeads
-from detection.modeling.rpn import RPN, RPNHead, anchors_inside, clip_boxes, first_k_per_group
+from detection.modeling.anchor_head import AnchorHead
+from detection.modeling.anchor_labeling import label_anchors
+from detection.modeling.box_ops import anchors_inside, clip_boxes, first_k_per_group
+from detection.modeling.rpn import RPN
 from detection.structures import ImageList
 
 LOSS_NAMES = {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg"}
@@ -92,7 +95,7 @@ def test_clip_boxes_hand_computed():
 
 
 def _hand_rpn(pre=(10, 10), post=(10, 10), min_size=0.0):
-    return RPN(RPNHead(4, 1), AnchorGenerator([32], [1.0], 16), BoxCoder((1.0, 1.0, 1.0, 1.0)),
+    return RPN(AnchorHead(4, 1), AnchorGenerator([32], [1.0], 16), BoxCoder((1.0, 1.0, 1.0, 1.0)),
                Matcher([0.3, 0.7], [0, -1, 1], True), nms_thresh=0.7, pre_nms_topk=pre, post_nms_topk=post,
                min_size=min_size)
 
@@ -157,7 +160,7 @@ def test_anchors_inside_hand_computed():
 
 
 def _loss_rpn(boundary_thresh=-1.0):
-    return RPN(RPNHead(4, 1), AnchorGenerator([32], [1.0], 16), BoxCoder((1.0, 1.0, 1.0, 1.0)),
+    return RPN(AnchorHead(4, 1), AnchorGenerator([32], [1.0], 16), BoxCoder((1.0, 1.0, 1.0, 1.0)),
                Matcher([0.3, 0.7], [0, -1, 1], True), batch_size_per_image=1000, positive_fraction=0.5,
                boundary_thresh=boundary_thresh)
 
@@ -186,8 +189,10 @@ def test_rpn_losses_equal_hand_computed_bce_and_l1_when_every_anchor_is_sampled(
 def test_rpn_ignores_anchors_centred_in_the_batch_padding():
     rpn = _loss_rpn()
     anchors = rpn.anchor_generator((3, 3))
-    labels, targets = rpn.label_anchors(anchors, [torch.tensor([[0.0, 0.0, 30.0, 30.0]])] * 2,
-                                        torch.tensor([[48, 48], [20, 40]]))  # image 1: h 20, w 40
+    labels, _, targets = label_anchors(anchors, [torch.tensor([[0.0, 0.0, 30.0, 30.0]])] * 2,
+                                       torch.tensor([[48, 48], [20, 40]]),  # image 1: h 20, w 40
+                                       rpn.matcher, rpn.box_coder, num_samples=rpn.batch_size_per_image,
+                                       positive_fraction=rpn.positive_fraction)
     cx, cy = (anchors[:, 0] + anchors[:, 2]) / 2, (anchors[:, 1] + anchors[:, 3]) / 2
     padding = (cx >= 40) | (cy >= 20)  # the bottom row of anchors, centred at y = 32
     assert padding.sum() == 3
@@ -202,7 +207,8 @@ def test_rpn_ignores_anchors_centred_in_the_batch_padding():
 
 def _reference_proposals(rpn, images, features):
     """Proposals recomputed with torchvision's nms, image by image, plus their scores."""
-    logits, deltas = rpn.head(features)
+    t = rpn.head.features(features)  # the raw 1x1 conv outputs, laid out here by hand
+    logits, deltas = rpn.head.objectness_logits(t), rpn.head.anchor_deltas(t)
     b, a, h, w = logits.shape
     logits = logits.permute(0, 2, 3, 1).reshape(b, -1)
     deltas = deltas.view(b, a, 4, h, w).permute(0, 3, 4, 1, 2).reshape(b, -1, 4)

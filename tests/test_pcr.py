@@ -1,4 +1,4 @@
-"""The localization mode: per-class RPN (PCR) + image classifier (detection/modeling/pcr.py)."""
+"""The localization mode: per-class RPN (PCR) + image classifier (detection/modeling/meta_arch/pcr.py)."""
 import json
 
 import cv2
@@ -8,13 +8,14 @@ import torch
 import torch.nn as nn
 
 from detection.config import load_config
-from detection.data.mapper import DatasetMapper, boxes_to_original
+from detection.data.mapper import DatasetMapper
 from detection.data.records import make_record
 from detection.engine.predictor import Predictor
 from detection.evaluation.loc_eval import LocalizationEvaluator
 from detection.modeling import build_model
-from detection.modeling.faster_rcnn import FasterRCNN
-from detection.modeling.pcr import PCRLocalizer, merge_top_boxes
+from detection.modeling.box_ops import to_original
+from detection.modeling.class_merge import merge_top_boxes
+from detection.modeling.meta_arch import FasterRCNN, PCRLocalizer
 
 K = 3
 
@@ -34,7 +35,7 @@ def tiny_cfg(*opts):
         "MODEL.PIXEL_MEAN", "[110.0, 110.0, 110.0]", "MODEL.PIXEL_STD", "[60.0, 60.0, 60.0]",
         "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.NORM", "GN", "MODEL.RESNETS.GN_GROUPS", "4",
         "MODEL.RESNETS.FREEZE_AT", "0", "MODEL.RESNETS.STRIDE_IN_1X1", "False",
-        "MODEL.RESNETS.STEM_OUT_CHANNELS", "8", "MODEL.RPN.HEAD_CHANNELS", "16",
+        "MODEL.RESNETS.STEM_OUT_CHANNELS", "8", "MODEL.PCR.HEAD_CHANNELS", "16",
         "MODEL.ANCHOR_GENERATOR.SIZES", "[16, 24, 32, 48]", "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "[1.0]",
         "MODEL.PCR.NUM_CLASSES", str(K), *opts])
 
@@ -50,8 +51,8 @@ def test_build_model_dispatches_on_meta_architecture(model):
     assert model.num_classes == K
     assert model.classifier.linear.out_features == K
     # the per-class head: K logits and 4K deltas for each of the 4 anchors of a cell
-    assert model.head.class_logits.out_channels == 4 * K
-    assert model.head.class_deltas.out_channels == 4 * K * 4
+    assert model.head.objectness_logits.out_channels == 4 * K
+    assert model.head.anchor_deltas.out_channels == 4 * K * 4
     det_cfg = tiny_cfg("MODEL.META_ARCHITECTURE", "FasterRCNN", "MODEL.ROI_HEADS.NUM_CLASSES", "2")
     assert isinstance(build_model(det_cfg), FasterRCNN)
     with pytest.raises(ValueError, match="CLASS_FILE"):
@@ -104,8 +105,8 @@ def test_only_the_true_class_regressor_and_channel_get_gradient(model):
     assert set(losses) == {"loss_pcr_cls", "loss_pcr_loc", "loss_cls"}
     (losses["loss_pcr_cls"] + losses["loss_pcr_loc"]).backward()
     a = model.head.num_anchors
-    reg = model.head.class_deltas.weight.grad.view(a, K, 4, -1)
-    cls = model.head.class_logits.weight.grad.view(a, K, -1)
+    reg = model.head.anchor_deltas.weight.grad.view(a, K, 4, -1)
+    cls = model.head.objectness_logits.weight.grad.view(a, K, -1)
     others = [c for c in range(K) if c != true_class]
     assert reg[:, true_class].abs().sum() > 0 and cls[:, true_class].abs().sum() > 0
     assert reg[:, others].abs().sum() == 0
@@ -116,7 +117,7 @@ def test_only_the_true_class_regressor_and_channel_get_gradient(model):
 def test_head_evaluated_at_sampled_anchors_equals_the_dense_convolution(model):
     torch.manual_seed(3)
     t = torch.randn(2, 16, 3, 5)
-    logits, deltas = model.head.dense(t)
+    logits, deltas = model.head.predict(t)
     img = torch.tensor([0, 1, 1, 0, 1])
     anc = torch.tensor([0, 7, 59, 33, 14])
     cls = torch.tensor([2, 0, 1, 1, 2])
@@ -180,9 +181,9 @@ def test_decoding_takes_class_c_regressor_at_class_c_best_anchor_and_maps_to_ori
     assert torch.allclose(out[0]["boxes_per_class"], whole, atol=1e-4)
     crop = ((expected + torch.tensor([8.0, 0, 8, 0])) * torch.tensor([100 / 80, 100 / 64, 100 / 80, 100 / 64]))
     assert torch.allclose(out[1]["boxes_per_class"], crop.clamp(0, 100), atol=1e-4)
-    # the same mapping as the data side's helper for the mapper's 1-crop keys
+    # the one inverse of the data side, on the mapper's 1-crop keys
     sample = {"image": image, "height": 100, "width": 100, "crop_origin": (8, 0), "resized_size": (64, 80)}
-    assert torch.allclose(out[1]["boxes_per_class"], boxes_to_original(expected, sample), atol=1e-4)
+    assert torch.allclose(out[1]["boxes_per_class"], to_original(expected, sample, (64, 64)), atol=1e-4)
 
 
 def test_outputs_are_what_the_evaluator_reads(model):
@@ -287,8 +288,8 @@ def sharp_model():
     torch.manual_seed(0)
     m = build_model(tiny_cfg()).eval()
     with torch.no_grad():
-        m.head.class_logits.weight.normal_(0, 0.3)
-        m.head.class_deltas.weight.normal_(0, 0.03)
+        m.head.objectness_logits.weight.normal_(0, 0.3)
+        m.head.anchor_deltas.weight.normal_(0, 0.03)
     m.merge_iou = 0.3  # a random net's candidates rarely overlap more
     return m
 
@@ -308,7 +309,7 @@ def test_one_scale_is_the_merge_of_its_candidates(sharp_model):
     same = m([{**x, "extra_scales": []}])[0]
     assert all(torch.equal(out[k], same[k]) for k in out)
     boxes, scores = candidates(m, image)
-    expected = m.to_original(merge_top_boxes(boxes, scores, m.merge_iou)[None], [x], [(48, 80)])[0]
+    expected = to_original(merge_top_boxes(boxes, scores, m.merge_iou), x, (48, 80))
     assert torch.equal(out["boxes_per_class"], expected)
     assert torch.equal(out["box_scores"], scores[out["labels"], 0])
 

@@ -28,8 +28,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detection.config import load_config
 from detection.engine.launch import HelpFormatter, add_config_argument, add_overrides_argument
-from detection.modeling import build_model
-from detection.modeling.backbone import build_c4_backbone
+from detection.modeling import build_c4_backbone, build_model
 from detection.utils.io import write_json
 
 

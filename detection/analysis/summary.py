@@ -28,8 +28,7 @@ import torch
 import torch.nn as nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from detection.modeling import build_model
-from detection.modeling.backbone import build_resnet
+from detection.modeling import build_model, build_resnet
 from detection.modeling.backbone.resnet import ResidualBlock
 from detection.utils.comm import unwrap_model
 

@@ -360,6 +360,21 @@ def _hints_from_cfg(cfg: Any) -> dict[str, Any]:
     return hints
 
 
+# Our own names that changed: the localizer's head became the shared AnchorHead (0.2).
+_LEGACY_RENAMES = (("head.class_logits.", "head.objectness_logits."), ("head.class_deltas.", "head.anchor_deltas."))
+
+
+def rename_legacy(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
+    """Our own checkpoints' old tensor names -> today's, and how many were renamed."""
+    out, renamed = {}, 0
+    for name, value in state.items():
+        for old, new in _LEGACY_RENAMES:
+            if name.startswith(old):
+                name, renamed = new + name[len(old):], renamed + 1
+        out[name] = value
+    return out, renamed
+
+
 def convert_checkpoint(obj: Any, path: str = "<memory>") -> Checkpoint:
     """A loaded checkpoint object (dict of tensors/arrays, possibly nested) -> :class:`Checkpoint`."""
     state, top = find_state_dict(obj)
@@ -384,6 +399,10 @@ def convert_checkpoint(obj: Any, path: str = "<memory>") -> Checkpoint:
         converted, ignored = tensors, []
         hints = _hints_from_cfg(top.get("cfg", top.get("config")))
         if fmt == "ours":
+            converted, renamed = rename_legacy(converted)
+            if renamed:
+                notes.append(f"renamed {renamed} tensors of the 0.1 localizer head (head.class_logits/class_deltas "
+                             "-> head.objectness_logits/anchor_deltas)")
             pixel = [k for k in converted if k.rsplit(".", 1)[-1] in DEPRECATED_PIXEL_KEYS]
             if pixel:
                 notes.append(f"file has {', '.join(pixel)}: loaded where the model keeps them as state")

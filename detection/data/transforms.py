@@ -172,24 +172,10 @@ def build_test_augmentation(cfg, loc: bool = False) -> A.Compose:
     return _compose(t)
 
 
-def build_test_transform(cfg, loc: bool = False):
-    """``image ndarray (H, W, C) uint8 -> transformed ndarray``, for a single-image predictor.
-
-    Channel order is preserved (resizing and cropping are per channel). Map boxes predicted on the
-    result back with ``detection.data.mapper.boxes_to_original``.
-    """
-    compose = build_test_augmentation(cfg, loc)
-
-    def transform(image: np.ndarray) -> np.ndarray:
-        return compose(image=image, bboxes=np.zeros((0, 4), np.float32), box_index=np.zeros(0, np.int64))["image"]
-
-    return transform
-
-
 def build_extra_scales_transform(cfg, loc: bool = False):
     """``image ndarray (H, W, C) uint8 -> [transformed ndarrays]``: for the dense localization test,
     the whole image resized to each of LOC_TEST_SIZES[1:] by the rule and interpolation of the first
-    size (``build_test_transform``); an empty list for anything else. Channel order is preserved."""
+    size (``build_test_augmentation``); an empty list for anything else. Channel order is preserved."""
     inp = cfg.INPUT
     sizes = [int(s) for s in inp.LOC_TEST_SIZES[1:]] if loc and inp.LOC_TEST_MODE == "dense" else []
 
