@@ -27,13 +27,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--gt", default=None, help="COCO-format ground truth json (results-file mode)")
     parser.add_argument("--dt", default=None, help="COCO results json (results-file mode)")
     parser.add_argument("--output", default=None, help="results-file mode: where metrics.json goes")
+    parser.add_argument("--skip-invalid", action="store_true", help="results-file mode: leave out (and count) "
+                        "detections with missing fields or non-finite values instead of stopping")
     args = parser.parse_args(argv)
     if args.gt or args.dt:
         if not (args.gt and args.dt):
             parser.error("--gt and --dt go together")
         from detection.evaluation.cli import evaluate_files
 
-        return evaluate_files(args.gt, args.dt, args.output or os.path.dirname(os.path.abspath(args.dt)))
+        return evaluate_files(args.gt, args.dt, args.output or os.path.dirname(os.path.abspath(args.dt)),
+                              skip_invalid=args.skip_invalid)
     if not args.config:
         parser.error("give --config (model mode) or --gt and --dt (results-file mode)")
     from detection.checkpoint import load_weights

@@ -20,18 +20,23 @@ from .evaluator import compute_detection_metrics
 __all__ = ["evaluate_files", "main", "build_parser"]
 
 
-def evaluate_files(gt_json, dt_json, output_dir: Optional[str] = None, plot: bool = True, verbose: bool = True) -> Dict:
+def evaluate_files(gt_json, dt_json, output_dir: Optional[str] = None, plot: bool = True, verbose: bool = True,
+                   skip_invalid: bool = False) -> Dict:
     """Metrics (the ``DetectionEvaluator.evaluate`` dict) of the results file ``dt_json``.
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for malformed json
-    (the message names the file, line and column) or for detections with unknown image or
-    category ids (the message names them). ``output_dir=None`` writes nothing.
+    (the message names the file, line and column), an invalid ground truth (repeated ids,
+    values that are not finite numbers: the message names the record and field), an invalid
+    detection (its index, image id and field) or detections with unknown image or category ids
+    (the message names them). ``skip_invalid`` leaves invalid detections out (counted and
+    logged) instead of stopping. ``output_dir=None`` writes nothing.
     """
     coco_gt = load_coco_gt(gt_json)
     results = load_json(dt_json, "detections json")
     if isinstance(results, dict) and isinstance(results.get("annotations"), list):
         results = results["annotations"]  # a gt-style dict holding results is accepted
-    validate_results(results, coco_gt, source=f"detections json {os.fspath(dt_json)}")
+    results = validate_results(results, coco_gt, source=f"detections json {os.fspath(dt_json)}",
+                               skip_invalid=skip_invalid)
     cats = sorted(coco_gt.dataset["categories"], key=lambda c: c["id"])
     class_names = [str(c.get("name", c["id"])) for c in cats]
     category_ids = [c["id"] for c in cats]
@@ -46,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dt", required=True, help="detections, COCO results json [{image_id, category_id, bbox xywh, score}]")
     p.add_argument("--output-dir", "--output", dest="output_dir", default=None, help="where metrics.json, report.txt and plots go (default: next to --dt)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="leave out (and count) detections with missing fields or non-finite values instead of stopping")
     return p
 
 
@@ -54,7 +61,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     output_dir = args.output_dir if args.output_dir is not None else os.path.dirname(os.path.abspath(args.dt))
     try:
-        evaluate_files(args.gt, args.dt, output_dir, plot=not args.no_plot)
+        evaluate_files(args.gt, args.dt, output_dir, plot=not args.no_plot, skip_invalid=args.skip_invalid)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
