@@ -91,7 +91,7 @@ def image_size_from_file(path: str) -> tuple[int, int]:
             if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF 90/270-degree turn: OpenCV returns it turned
                 width, height = height, width
             return height, width
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise DatasetFormatError(f"cannot read the size of image {path}: {e}") from None
 
 
