@@ -116,11 +116,11 @@ def test_bad_image_or_category_value_names_the_record(tmp_path, where, value, me
 
 @pytest.mark.parametrize("loader", LOADERS)
 @pytest.mark.parametrize("broken, message", [
-    (lambda d: d["images"][1].pop("id"), r"images\[1\] has no 'id'"),
-    (lambda d: d["annotations"][2].pop("image_id"), r"annotations\[2\] \(id 3\) has no 'image_id'"),
-    (lambda d: d["annotations"][2].pop("bbox"), r"annotations\[2\] \(id 3\) has no 'bbox'"),
-    (lambda d: d["annotations"][2].pop("category_id"), r"annotations\[2\] \(id 3\) has no 'category_id'"),
-    (lambda d: d["annotations"].append([1, 2]), r"annotations\[3\] must be an object"),
+    (lambda d: d["images"][1].pop("id"), r"images\[1\]: has no 'id'"),
+    (lambda d: d["annotations"][2].pop("image_id"), r"annotations\[2\] \(id 3\): has no 'image_id'"),
+    (lambda d: d["annotations"][2].pop("bbox"), r"annotations\[2\] \(id 3, image_id 2\): has no 'bbox'"),
+    (lambda d: d["annotations"][2].pop("category_id"), r"annotations\[2\] \(id 3, image_id 2\): has no 'category_id'"),
+    (lambda d: d["annotations"].append([1, 2]), r"annotations\[3\]: must be an object"),
     (lambda d: d.update(images={"1": {}}), r"top-level key 'images' missing or not a list"),
 ])
 def test_missing_fields_name_the_record(tmp_path, loader, broken, message):
