@@ -2,10 +2,11 @@
 malformed files, partly decodable and oversized images, and how skipped images are reported.
 Each case asserts the exact behaviour: the error type and that the message names the file, the
 record and the field, or the counted skip; for results files, the metrics of the valid part."""
-import copy
+import importlib.util
 import json
 import logging
 import math
+import os
 import struct
 import zlib
 
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from detection.data import DatasetFormatError, ImageReadError, load_coco_json, read_image
+from detection.data.coco import coco_info
 from detection.data import build
 from detection.data.imagenet_loc import read_synset_mapping
 from detection.data.stats import DataStats
@@ -75,6 +77,12 @@ def test_repeated_ids_are_an_error_naming_file_and_ids(tmp_path, loader, change,
     path = write(tmp_path, "gt.json", edit(*change))
     with pytest.raises(DatasetFormatError, match=r"gt\.json.*" + message):
         LOADERS[loader](path, tmp_path)
+
+
+def test_dataset_info_refuses_repeated_categories(tmp_path):
+    path = write(tmp_path, "gt.json", edit(("categories", 1, "id"), 1))
+    with pytest.raises(DatasetFormatError, match=r"gt\.json: category ids must be unique; repeated: 1"):
+        coco_info(path, str(tmp_path), "mine")
 
 
 @pytest.mark.parametrize("loader", LOADERS)
@@ -206,6 +214,19 @@ def test_skip_invalid_keeps_the_metrics_of_the_valid_part(tmp_path, caplog):
     assert skipped.keys() == valid.keys()
     for key in valid:
         assert skipped[key] == valid[key] or (math.isnan(skipped[key]) and math.isnan(valid[key])), key
+
+
+def test_eval_tool_skip_invalid_switch(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "tool_eval", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "eval.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    gt = write(tmp_path, "gt.json", coco_gt())
+    dt = write(tmp_path, "dt.json", results() + [{**results()[0], "score": float("nan")}])
+    with pytest.raises(ValueError, match=r"entry #5 \(image_id 1\): 'score' must be a finite number"):
+        tool.main(["--gt", gt, "--dt", dt])
+    m = tool.main(["--gt", gt, "--dt", dt, "--skip-invalid", "--output", str(tmp_path / "out")])
+    assert m["AP50"] == metrics_of(tmp_path, results())["AP50"] and m["num_detections"] == 5
 
 
 def test_nan_scored_false_positive_does_not_pass_for_perfect(tmp_path):
