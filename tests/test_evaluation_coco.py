@@ -312,7 +312,7 @@ def test_evaluate_files_errors_name_the_problem(tmp_path, capsys):
         evaluate_files(tmp_path / "gt.json", unknown, None, verbose=False)
     nobox = tmp_path / "nobox.json"
     nobox.write_text(json.dumps([{"image_id": 100, "category_id": 3, "score": 0.5}]))
-    with pytest.raises(ValueError, match=r"entry #0 has no 'bbox'"):
+    with pytest.raises(ValueError, match=r"entry #0 \(image_id 100\): has no 'bbox'"):
         evaluate_files(tmp_path / "gt.json", nobox, None, verbose=False)
     with pytest.raises(FileNotFoundError, match="nope.json"):
         evaluate_files(tmp_path / "gt.json", tmp_path / "nope.json", None, verbose=False)

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="results-file mode: where metrics.json, report.txt and the plots go "
                              "(default: the folder of --dt)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="results-file mode: leave out (and count) detections with missing fields or "
+                             "non-finite values instead of stopping")
     return parser
 
 
@@ -77,7 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
             parser.error("--gt and --dt go together")
         output_dir = results_file_output(parser, args)
         try:
-            metrics = evaluate_files(args.gt, args.dt, output_dir, plot=not args.no_plot)
+            metrics = evaluate_files(args.gt, args.dt, output_dir, plot=not args.no_plot,
+                                     skip_invalid=args.skip_invalid)
         except (FileNotFoundError, ValueError) as e:
             parser.error(str(e))
         print(f"metrics written to {os.path.join(output_dir, 'metrics.json')}")

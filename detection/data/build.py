@@ -26,7 +26,7 @@ from .image_io import ImageReadError
 from .info import DatasetInfo
 from .mapper import DatasetMapper
 from .samplers import InferenceSampler, InfiniteBatchSampler, TrainingSampler, derive_seed, dist_info
-from .stats import STATS, DataStats
+from .stats import STATS, DataStats, SkippedImages
 
 __all__ = ["build_train_loader", "build_test_loader", "trivial_collate",
            "SerializedList", "TrainDataset", "TestDataset", "TestLoader"]
@@ -65,15 +65,17 @@ class TrainDataset(Dataset):
     """Map-style dataset keyed by ``(global_position, index)`` from ``TrainingSampler``.
 
     The mapper's augmentation seed is derived from (seed, position), so it does not depend on which
-    worker runs it. With ``skip_bad``, an unreadable image is logged, counted
-    (``stats["bad_images"]``) and replaced by another image drawn from a generator seeded by
-    (seed, position, attempt), which keeps the stream deterministic.
+    worker runs it. With ``skip_bad``, an unreadable image is replaced by another image drawn from a
+    generator seeded by (seed, position, attempt), which keeps the stream deterministic; ``skipped``
+    logs each bad file once and counts it (``stats["bad_images"]``), and a file known to be bad is
+    not decoded again.
     """
 
     def __init__(self, records: list[dict], mapper: DatasetMapper, seed: int, skip_bad: bool,
                  info: DatasetInfo | None = None, stats: DataStats = STATS):
         self.records = SerializedList(records)
         self.mapper, self.seed, self.skip_bad, self.info, self.stats = mapper, seed, skip_bad, info, stats
+        self.skipped = SkippedImages(len(records), "training", stats)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -83,25 +85,26 @@ class TrainDataset(Dataset):
         for attempt in range(MAX_BAD_IN_A_ROW):
             record = self.records[index]
             seed = derive_seed(self.seed, position) if attempt == 0 else derive_seed(self.seed, position, attempt)
-            try:
-                return self.mapper(record, seed=seed)
-            except ImageReadError as e:
-                if not self.skip_bad:
-                    raise
-                n = self.stats.add("bad_images")
-                logger.warning("skipped unreadable image (%d skips so far, DATASETS.SKIP_BAD_IMAGES): %s", n, e)
-                index = int(np.random.default_rng([self.seed, position, attempt]).integers(len(self.records)))
+            if not (self.skip_bad and self.skipped.known(index)):
+                try:
+                    return self.mapper(record, seed=seed)
+                except ImageReadError as e:
+                    if not self.skip_bad:
+                        raise
+                    self.skipped.add(index, e)
+            index = int(np.random.default_rng([self.seed, position, attempt]).integers(len(self.records)))
         raise RuntimeError(f"{MAX_BAD_IN_A_ROW} unreadable images in a row; is the image folder right? "
                            f"(last: {record['file_name']})")
 
 
 class TestDataset(Dataset):
     """Map-style dataset over records in order; with ``skip_bad`` an unreadable image gives None
-    (logged and counted) and is left out of its batch."""
+    (logged and counted by ``skipped``) and is left out of its batch."""
 
     def __init__(self, records: list[dict], mapper: DatasetMapper, skip_bad: bool, stats: DataStats = STATS):
         self.records = SerializedList(records)
         self.mapper, self.skip_bad, self.stats = mapper, skip_bad, stats
+        self.skipped = SkippedImages(len(records), "evaluation", stats)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -112,21 +115,22 @@ class TestDataset(Dataset):
         except ImageReadError as e:
             if not self.skip_bad:
                 raise
-            n = self.stats.add("bad_images")
-            logger.warning("skipped unreadable image at evaluation (%d skips so far): %s", n, e)
+            self.skipped.add(index, e)
             return None
 
 
 class TestLoader:
     """Iterates a DataLoader, leaving out batches that became empty because every image in them was
-    skipped. ``len()`` is the number of batches before skipping."""
+    skipped, and logs the number of skipped images at the end. ``len()`` is the number of batches
+    before skipping."""
 
     def __init__(self, loader: DataLoader):
         self.loader = loader
         self.dataset, self.sampler, self.batch_size = loader.dataset, loader.sampler, loader.batch_size
 
     def __iter__(self):
-        return (batch for batch in self.loader if batch)
+        yield from (batch for batch in self.loader if batch)
+        self.dataset.skipped.log_total()
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -4,6 +4,11 @@ Reading: category ids are mapped to contiguous labels in increasing id order (``
 maps back); ``bbox`` [x, y, w, h] (continuous pixel coords) becomes xyxy; ``iscrowd`` (or a non-zero
 ``ignore`` field) becomes ``ignore``. Writing: the inverse, with ignore boxes as ``iscrowd=1`` so
 pycocotools' evaluator treats them as COCO does.
+
+Checked on load (``validation.check_coco_gt``), each an error naming the file, record and field:
+repeated image or category ids (or names, or image file names), ids that are not integers, a
+``bbox`` that is not 4 finite numbers or has a negative width/height, ``iscrowd`` other than 0/1.
+Counted skips (logged): zero-size and outside boxes, annotations of image ids not in ``images``.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from detection.utils.io import write_json
 
 from .info import DatasetFormatError, DatasetInfo, DatasetNotFoundError
 from .records import BoxCleaner, make_record
+from .validation import check_categories, check_coco_gt
 
 __all__ = ["load_coco_json", "coco_info", "read_json", "coco_annotation", "save_coco_json", "write_coco_json"]
 
@@ -30,9 +36,10 @@ def read_json(path: str):
 
 
 def _coco_api(data: dict, path: str):
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise DatasetFormatError(f"{path}: not a COCO detection json: top-level key {key!r} missing or not a list")
+    """A pycocotools COCO of ``data``, after ``check_coco_gt`` (ids unique, numbers numbers)."""
+    if isinstance(data, dict) and not isinstance(data.get("annotations"), list):
+        raise DatasetFormatError(f"{path}: not a COCO detection json: top-level key 'annotations' missing or not a list")
+    check_coco_gt(data, path, need_image_size=True)
     return coco_from_dict(data)
 
 
@@ -57,24 +64,12 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: str,
     records = []
     for img_id in sorted(coco.imgs):
         img = coco.imgs[img_id]
-        try:
-            height, width, fname = int(img["height"]), int(img["width"]), img["file_name"]
-        except (KeyError, TypeError, ValueError) as e:
-            raise DatasetFormatError(f"{json_file}: image id {img_id}: missing or bad field {e}") from None
-        anns = coco.imgToAnns.get(img_id, [])
+        height, width, fname = int(img["height"]), int(img["width"]), img["file_name"]
         boxes, labels, ignore = [], [], []
-        for ann in anns:
-            cid = ann.get("category_id")
-            if cid not in id_to_label:
-                raise DatasetFormatError(
-                    f"{json_file}: annotation id {ann.get('id')} (image id {img_id}) has category_id {cid!r}, "
-                    f"which is not among the categories {cat_ids[:20]}{'...' if len(cat_ids) > 20 else ''}")
-            bbox = ann.get("bbox")
-            if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-                raise DatasetFormatError(f"{json_file}: annotation id {ann.get('id')}: 'bbox' must be [x, y, w, h], got {bbox!r}")
-            x, y, w, h = (float(v) if v is not None else float("nan") for v in bbox)
+        for ann in coco.imgToAnns.get(img_id, []):
+            x, y, w, h = (float(v) for v in ann["bbox"])
             boxes.append([x, y, x + w, y + h])
-            labels.append(id_to_label[cid])
+            labels.append(id_to_label[ann["category_id"]])
             ignore.append(bool(ann.get("iscrowd", 0)) or bool(ann.get("ignore", 0)))
         boxes, keep = cleaner.clean(np.array(boxes, dtype=np.float64).reshape(-1, 4), height, width)
         labels, ignore = np.array(labels, dtype=np.int64), np.array(ignore, dtype=np.bool_)
@@ -93,6 +88,7 @@ def coco_info(json_file: str, image_root: str, dataset_name: str, evaluator_type
     cats = data.get("categories") if isinstance(data, dict) else None
     if not isinstance(cats, list):
         raise DatasetFormatError(f"{json_file}: not a COCO detection json: no 'categories' list")
+    check_categories(cats, json_file)
     cats = sorted(cats, key=lambda c: c["id"])
     return DatasetInfo(dataset_name, [str(c.get("name", c["id"])) for c in cats], [c["id"] for c in cats],
                        evaluator_type, json_file=json_file, image_root=os.path.abspath(image_root))

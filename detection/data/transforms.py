@@ -27,7 +27,7 @@ from albumentations.augmentations.crops.transforms import BaseCrop  # noqa: E402
 
 __all__ = ["MIN_BOX_SIDE", "INTERPOLATIONS", "resize_shortest_edge_size", "resize_image",
            "ResizeShortestEdge", "SquareCrop", "center_crop_origin", "reseed",
-           "build_train_augmentation", "build_test_augmentation", "build_test_transform",
+           "build_train_augmentation", "build_test_augmentation",
            "build_extra_scales_transform"]
 
 MIN_BOX_SIDE = 1e-5  # Detectron2's filter_empty_instances threshold: only truly degenerate boxes go

@@ -112,7 +112,8 @@ class Trainer:
         s = self.cfg.SOLVER
         start, max_iter = self.iteration, s.MAX_ITER
         logger.info("training from iteration %d to %d", start, max_iter)
-        loader = iter(self.build_loader(start))
+        data = self.build_loader(start)
+        loader = iter(data)
         self.model.train()
         window, t_start = [], time.perf_counter()
         while self.iteration < max_iter:
@@ -139,6 +140,9 @@ class Trainer:
                 self.evaluate()
         self.save("model_final")
         logger.info("training done in %.1f min", (time.perf_counter() - t_start) / 60)
+        skipped = getattr(getattr(data, "dataset", None), "skipped", None)  # a TrainDataset's unreadable images
+        if skipped is not None:
+            skipped.log_total()
         self.evaluate()
         self.events.close()
         if self.events.enabled and os.path.isfile(self.events.path):

@@ -255,21 +255,26 @@ class DetectionEvaluator:
         )
 
 
-def evaluate_files(gt_json, dt_json, output_dir: str | None = None, plot: bool = True, verbose: bool = True) -> dict:
+def evaluate_files(gt_json, dt_json, output_dir: str | None = None, plot: bool = True, verbose: bool = True,
+                   skip_invalid: bool = False) -> dict:
     """Metrics (the ``DetectionEvaluator.evaluate`` dict) of the COCO results file ``dt_json``
     against the COCO ground truth ``gt_json``, over *all* images of the ground truth (a results
     file cannot say which images were run).
 
     Class names come from the ground-truth categories, the contiguous order being the order of
     increasing category id. Raises ``FileNotFoundError`` for a missing file and ``ValueError``
-    for malformed json (the message names the file, line and column) or for detections with
-    unknown image or category ids (the message names them). ``output_dir=None`` writes nothing.
+    for malformed json (the message names the file, line and column), an invalid ground truth
+    (repeated ids, values that are not finite numbers: the message names the record and field), an
+    invalid detection (its index, image id and field) or detections with unknown image or category
+    ids (the message names them). ``skip_invalid`` leaves invalid detections out (counted and
+    logged) instead of stopping. ``output_dir=None`` writes nothing.
     """
     coco_gt = load_coco_gt(gt_json)
     results = read_json(dt_json, "detections json")
     if isinstance(results, dict) and isinstance(results.get("annotations"), list):
         results = results["annotations"]  # a gt-style dict holding results is accepted
-    validate_results(results, coco_gt, source=f"detections json {os.fspath(dt_json)}")
+    results = validate_results(results, coco_gt, source=f"detections json {os.fspath(dt_json)}",
+                               skip_invalid=skip_invalid)
     cats = sorted(coco_gt.dataset["categories"], key=lambda c: c["id"])
     class_names = [str(c.get("name", c["id"])) for c in cats]
     category_ids = [c["id"] for c in cats]
