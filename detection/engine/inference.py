@@ -9,7 +9,7 @@ import torch
 
 from detection.data import build_test_loader
 from detection.evaluation import build_evaluator
-from detection.utils.comm import get_world_size
+from detection.utils.comm import get_world_size, unwrap_model
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +39,15 @@ def evaluate(cfg, model, plot: bool = True) -> dict:
     ``plot``, their PNG plots), localization datasets the LOC errors.
     """
     results = {}
+    task = unwrap_model(model).task
     for name in cfg.DATASETS.TEST:
         loader, records, info = build_test_loader(cfg, name)
+        dataset_task = "localization" if info.evaluator_type == "loc" else "detection"
+        if dataset_task != task:
+            raise ValueError(
+                f"DATASETS.TEST {name!r} is a {dataset_task} dataset but the model "
+                f"({cfg.MODEL.META_ARCHITECTURE}) is a {task} model: pick a {task} dataset, or "
+                f"MODEL.META_ARCHITECTURE {'PCRLocalizer' if dataset_task == 'localization' else 'FasterRCNN'}")
         out_dir = os.path.join(cfg.OUTPUT_DIR, "eval", name.replace("/", "_").replace(":", "_"))
         evaluator = build_evaluator(info, records, out_dir, plot=plot)
         logger.info("evaluating on %s (%d images, %d process(es))", name, len(records), get_world_size())
