@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from detection.config.config import load_config
+from detection.data.coco import gt_json_for
 from detection.data import (DatasetFormatError, DatasetNotFoundError, get_dataset, get_dataset_info,
                             load_coco_json, write_coco_json)
 
@@ -214,7 +215,7 @@ def test_data_root_from_env(tmp_path, monkeypatch):
 def test_coco_export_roundtrip(tmp_path):
     voc_fixture(tmp_path)
     records, info = get_dataset("voc_2007_trainval", make_cfg(tmp_path), is_train=False)
-    path = info.coco_json(records, str(tmp_path / "eval"))
+    path = gt_json_for(info, records, str(tmp_path / "eval"))
     from pycocotools.coco import COCO
 
     coco = COCO(path)
@@ -232,4 +233,4 @@ def test_coco_export_roundtrip(tmp_path):
     assert write_coco_json(records, info, str(tmp_path / "x.json")) == str(tmp_path / "x.json")
     ann, images = coco_fixture(tmp_path)
     recs, cinfo = load_coco_json(ann, images, "c")
-    assert cinfo.coco_json(recs, str(tmp_path)) == os.path.abspath(ann)
+    assert gt_json_for(cinfo, recs, str(tmp_path)) == os.path.abspath(ann)

@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from detection.checkpoint import load_weights
 from detection.data import build_test_loader
+from detection.data.coco import gt_json_for
 from detection.engine.inference import inference_on_dataset
 from detection.evaluation.evaluator import DetectionEvaluator
 from detection.modeling import build_model
@@ -123,8 +124,8 @@ class DetectorAP50:
         self.batches, self.records, self.info = test_batches(cfg, num_images, dataset)
         self.num_images = sum(len(b) for b in self.batches)
         # datasets without a json on disk (VOC) get one written from their records
-        json_file = self.info.json_file or self.info.coco_json(
-            self.records, gt_dir or tempfile.mkdtemp(prefix="analysis_gt_"))
+        json_file = self.info.json_file or gt_json_for(
+            self.info, self.records, gt_dir or tempfile.mkdtemp(prefix="analysis_gt_"))
         self.evaluator = DetectionEvaluator(json_file, self.info.class_names, self.info.category_ids,
                                             output_dir=None, plot=False, verbose=False)
         self.last_metrics: dict = {}

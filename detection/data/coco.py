@@ -25,7 +25,8 @@ from .info import DatasetFormatError, DatasetInfo, DatasetNotFoundError
 from .records import BoxCleaner, make_record
 from .validation import check_categories, check_coco_gt
 
-__all__ = ["load_coco_json", "coco_info", "read_json", "coco_annotation", "save_coco_json", "write_coco_json"]
+__all__ = ["load_coco_json", "coco_info", "read_json", "coco_annotation", "save_coco_json", "write_coco_json",
+           "gt_json_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,3 +126,15 @@ def write_coco_json(records: list[dict], info: DatasetInfo, path: str) -> str:
                                                int(info.category_ids[label]), box, iscrowd=ign))
     categories = [{"id": int(cid), "name": name} for cid, name in zip(info.category_ids, info.class_names)]
     return save_coco_json(path, images, annotations, categories, {"description": f"ground truth of {info.name}"})
+
+
+def gt_json_for(info: DatasetInfo, records: list[dict], out_dir: str) -> str:
+    """Path of a COCO-format ground-truth json of a dataset, for pycocotools.
+
+    ``info.json_file`` if set; otherwise the ground truth of ``records`` (ignore boxes as iscrowd=1) is
+    written to ``out_dir/<name>_gt_coco.json`` and that path returned.
+    """
+    if info.json_file:
+        return info.json_file
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in info.name)
+    return write_coco_json(records, info, os.path.join(out_dir, f"{safe}_gt_coco.json"))
