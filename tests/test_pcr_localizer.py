@@ -1,23 +1,19 @@
-"""The localization mode: per-class RPN (PCR) + image classifier (detection/modeling/meta_arch/pcr.py)."""
+"""The localization mode: per-class RPN (PCR) + image classifier (detection/modeling/meta_arch/pcr.py):
+build, anchor sampling, which channels train, decoding to the original image, outputs, class file,
+a short training run, one and several test scales."""
 import json
 
-import cv2
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
-from detection.config import load_config
-from detection.data.mapper import DatasetMapper
-from detection.data.records import make_record
-from detection.engine.predictor import Predictor
+from tiny_localizer import K, tiny_cfg
+
 from detection.evaluation.loc_eval import LocalizationEvaluator
 from detection.modeling import build_model
 from detection.modeling.box_ops import to_original
 from detection.modeling.class_merge import merge_top_boxes
 from detection.modeling.meta_arch import FasterRCNN, PCRLocalizer
-
-K = 3
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -27,17 +23,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def tiny_cfg(*opts):
-    return load_config(None, [
-        "MODEL.META_ARCHITECTURE", "PCRLocalizer", "MODEL.WEIGHTS", "",
-        "MODEL.PIXEL_MEAN", "[110.0, 110.0, 110.0]", "MODEL.PIXEL_STD", "[60.0, 60.0, 60.0]",
-        "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.NORM", "GN", "MODEL.RESNETS.GN_GROUPS", "4",
-        "MODEL.RESNETS.FREEZE_AT", "0", "MODEL.RESNETS.STRIDE_IN_1X1", "False",
-        "MODEL.RESNETS.STEM_OUT_CHANNELS", "8", "MODEL.PCR.HEAD_CHANNELS", "16",
-        "MODEL.ANCHOR_GENERATOR.SIZES", "[16, 24, 32, 48]", "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "[1.0]",
-        "MODEL.PCR.NUM_CLASSES", str(K), *opts])
 
 
 @pytest.fixture(scope="module")
@@ -112,27 +97,6 @@ def test_only_the_true_class_regressor_and_channel_get_gradient(model):
     assert reg[:, others].abs().sum() == 0
     assert cls[:, others].abs().sum() == 0  # channels of classes absent from the image are not trained
     model.zero_grad()
-
-
-def test_head_evaluated_at_sampled_anchors_equals_the_dense_convolution(model):
-    torch.manual_seed(3)
-    t = torch.randn(2, 16, 3, 5)
-    logits, deltas = model.head.predict(t)
-    img = torch.tensor([0, 1, 1, 0, 1])
-    anc = torch.tensor([0, 7, 59, 33, 14])
-    cls = torch.tensor([2, 0, 1, 1, 2])
-    assert torch.allclose(model.head.logits_at(t, img, anc, cls), logits[img, anc, cls], atol=1e-6)
-    assert torch.allclose(model.head.deltas_at(t, img, anc, cls), deltas[img, anc, cls], atol=1e-6)
-
-
-def test_merge_is_score_weighted_mean_of_boxes_overlapping_the_top_one():
-    boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]])  # IoU(0, 1) = 81 / 119
-    scores = torch.tensor([0.9, 0.6, 0.5])
-    merged = merge_top_boxes(boxes, scores, 0.5)
-    assert torch.allclose(merged, torch.tensor([0.4, 0.4, 10.4, 10.4]))
-    assert torch.allclose(merge_top_boxes(boxes, scores, 0.7), boxes[0])  # box 1 below the IoU threshold
-    batched = merge_top_boxes(boxes.expand(2, 3, 3, 4), scores.expand(2, 3, 3), 0.5)
-    assert batched.shape == (2, 3, 4) and torch.allclose(batched, merged.expand(2, 3, 4))
 
 
 class FixedHead(nn.Module):
@@ -250,36 +214,6 @@ def test_a_few_hundred_steps_localize_a_handful_of_images():
 
 
 # ---------------------------------------------------------------------------- multi-scale dense test
-DENSE = ("INPUT.LOC_TEST_MODE", "dense", "INPUT.MAX_SIZE_TEST", "200")
-
-
-def loc_record(tmp_path, h=90, w=150):
-    """A random 90x150 PNG and its record."""
-    path = str(tmp_path / "loc.png")
-    cv2.imwrite(path, np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
-    return make_record(path, 1, h, w, [[10, 20, 60, 70]], [2], [False])
-
-
-def test_dense_mapper_adds_the_whole_image_at_the_other_sizes(tmp_path):
-    record = loc_record(tmp_path)
-    for fmt in ("BGR", "RGB"):
-        def mapped(sizes):
-            cfg = tiny_cfg(*DENSE, "INPUT.FORMAT", fmt, "INPUT.LOC_TEST_SIZES", str(sizes))
-            return DatasetMapper(cfg, is_train=False, loc=True)(record)
-
-        single, multi = mapped([64]), mapped([64, 96, 160])
-        assert "extra_scales" not in single
-        assert torch.equal(multi["image"], single["image"]) and multi["image"].shape == (3, 64, 107)
-        # 90x150 at shorter side 96: 96x160; at 160: 160x267, over MAX_SIZE_TEST 200 so 120x200
-        assert [tuple(x.shape) for x in multi["extra_scales"]] == [(3, 96, 160), (3, 120, 200)]
-        for x, size in zip(multi["extra_scales"], (96, 160)):  # resized and channel-ordered as "image" at that size
-            assert x.dtype == torch.uint8 and torch.equal(x, mapped([size])["image"])
-
-
-def test_one_crop_takes_one_test_size():
-    with pytest.raises(ValueError, match="LOC_TEST_SIZES"):
-        DatasetMapper(tiny_cfg("INPUT.LOC_TEST_SIZES", "[64, 96]"), is_train=False, loc=True)
-    DatasetMapper(tiny_cfg("INPUT.LOC_TEST_SIZES", "[64, 96]"), is_train=True, loc=True)  # training ignores them
 
 
 @pytest.fixture(scope="module")
@@ -340,16 +274,3 @@ def test_several_scales_merge_the_pooled_candidates_and_average_the_classifier(s
         assert torch.allclose(out[i]["box_scores"], scores[out[i]["labels"], 0], atol=1e-6)
     with pytest.raises(ValueError, match="extra_scales"):
         m([{"image": images[0][0], "extra_scales": images[0][1:]}, {"image": images[1][0], "extra_scales": []}])
-
-
-def test_predictor_tests_every_size_as_the_mapper(tmp_path):
-    record = loc_record(tmp_path)
-    torch.manual_seed(0)
-    cfg = tiny_cfg(*DENSE, "INPUT.LOC_TEST_SIZES", "[64, 96]", "DATASETS.ROOT", str(tmp_path))
-    predictor = Predictor(cfg)
-    got = predictor(cv2.imread(record["file_name"]))
-    sample = DatasetMapper(cfg, is_train=False, loc=True)(record)
-    assert len(sample["extra_scales"]) == 1
-    expected = predictor.model([sample])[0]
-    np.testing.assert_array_equal(got["boxes"], expected["boxes"].numpy())
-    np.testing.assert_array_equal(got["scores"], expected["scores"].numpy())
