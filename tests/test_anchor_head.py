@@ -3,6 +3,7 @@ the dense outputs against the raw convolutions laid out by hand, and the head ev
 anchors against the dense outputs."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from detection.modeling.anchor_head import AnchorHead
 
@@ -17,6 +18,29 @@ def random_head(in_channels, num_anchors, num_classes, head_channels=0, seed=0):
         for p in head.parameters():
             p.copy_(torch.randn(p.shape, generator=g))
     return head
+
+
+@pytest.mark.parametrize("num_classes", [1, 3])
+def test_head_outputs_equal_the_raw_convolutions_laid_out_by_hand(num_classes):
+    b, c, h, w, a, k = 2, 4, 2, 3, 3, num_classes
+    head = random_head(c, a, k, head_channels=5)
+    x = torch.randn(b, c, h, w, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits, deltas = head(x)
+        t = F.relu(F.conv2d(x, head.conv.weight, head.conv.bias, padding=1))
+        raw_logits = F.conv2d(t, head.objectness_logits.weight, head.objectness_logits.bias)  # (B, A*K, H, W)
+        raw_deltas = F.conv2d(t, head.anchor_deltas.weight, head.anchor_deltas.bias)  # (B, A*K*4, H, W)
+    assert logits.shape == (b, h * w * a, k) and deltas.shape == (b, h * w * a, k, 4)
+    # anchor n = (row * W + column) * A + a (the anchor generator's order); channel a * K + class
+    for i in range(b):
+        for y in range(h):
+            for x_ in range(w):
+                for j in range(a):
+                    n = (y * w + x_) * a + j
+                    for cls in range(k):
+                        ch = j * k + cls
+                        assert logits[i, n, cls] == raw_logits[i, ch, y, x_]
+                        assert torch.equal(deltas[i, n, cls], raw_deltas[i, ch * 4:ch * 4 + 4, y, x_])
 
 
 def test_logits_and_deltas_at_sampled_anchors_equal_the_dense_convolution():

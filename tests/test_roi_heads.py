@@ -79,6 +79,16 @@ def test_res5_head_inference_with_no_proposals_for_an_image():
     assert len(out[0]["scores"]) == 3 and len(out[1]["scores"]) == 0 and out[1]["boxes"].shape == (0, 4)
 
 
+def test_res5_head_forward_on_zero_proposals_returns_zero_detections_for_every_image():
+    heads = _heads()
+    features = torch.randn(2, 8, 6, 8, generator=torch.Generator().manual_seed(0))
+    out, losses = heads(features, [torch.zeros(0, 4), torch.zeros(0, 4)], [(96, 128), (80, 100)])
+    assert losses == {} and len(out) == 2
+    for det in out:
+        assert det["boxes"].shape == (0, 4) and det["scores"].shape == (0,) and det["labels"].shape == (0,)
+        assert det["labels"].dtype == torch.int64
+
+
 def test_res5_head_sampling_appends_gt_and_labels_background_last():
     heads = _heads()
     heads.batch_size_per_image, heads.positive_fraction = 512, 0.25
