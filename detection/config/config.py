@@ -214,6 +214,15 @@ def merge_from_list(cfg: CfgNode, opts: Iterable[str]) -> None:
         node[leaf] = _check_type(key, value, ALL_KEYS[key], "command-line overrides")
 
 
+def config_from_dict(data: dict, opts: Iterable[str] = (), where: str = "a config dict") -> CfgNode:
+    """Defaults, then the nested mapping ``data`` (e.g. ``yaml.safe_load`` of ``CfgNode.dump()``, as
+    our checkpoints carry it), then ``opts`` as KEY VALUE pairs; ``where`` names the source in errors."""
+    cfg = get_default_config()
+    _merge(cfg, data, where)
+    merge_from_list(cfg, opts)
+    return cfg
+
+
 def load_config(path: str | None = None, opts: Iterable[str] = ()) -> CfgNode:
     """Defaults, then the YAML file at ``path`` (if any), then ``opts`` as KEY VALUE pairs."""
     cfg = get_default_config()

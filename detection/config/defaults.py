@@ -142,7 +142,19 @@ SCHEMA = {
     },
     "TEST": {
         "EVAL_PERIOD": (0, "evaluate every this many iterations (0 = only at the end)"),
-        "IMS_PER_BATCH": (1, "images per inference batch per process"),
+        "IMS_PER_BATCH": (1, "images per inference batch per process (and test-time views per forward pass)"),
+        "AUG": {
+            "ENABLED": (False, "detector test-time augmentation: run every size of MIN_SIZES (and flipped), merge per class"),
+            "MIN_SIZES": ([400, 500, 600, 700, 800, 900, 1000, 1100, 1200], "shorter sides of the test-time augmentation"),
+            "MAX_SIZE": (4000, "longer side at most this in the test-time augmentation"),
+            "FLIP": (True, "test-time augmentation also runs each size flipped left-right"),
+            "MERGE": ("nms", "how the augmented detections of a class merge: nms, or vote (NMS, then each kept box the score-weighted mean of the boxes it suppressed)"),
+        },
+        "TILE": {
+            "SIZE": (0, "tiled inference: square tiles of this many original pixels, each run at the test scale (0 = off)"),
+            "OVERLAP": (0.25, "tiled inference: fraction of a tile shared with its neighbour"),
+            "FULL_IMAGE": (True, "tiled inference: also run the whole image at the test scale"),
+        },
     },
     "OUTPUT_DIR": ("./output", "checkpoints, logs, metrics and plots go here"),
     "SEED": (0, "global seed of the model and the data (<0: random, drawn once per run; the tools "
