@@ -2,8 +2,6 @@
 image at a time, and it maps an image as the test mapper does."""
 from __future__ import annotations
 
-import os
-
 import cv2
 import numpy as np
 import pytest
@@ -11,33 +9,22 @@ import torch
 from tiny_localizer import DENSE, loc_record
 from tiny_localizer import tiny_cfg as tiny_loc_cfg
 
-from detection.config import load_config
+from detection.checkpoint import load_weights
 from detection.data.mapper import DatasetMapper
-from detection.engine.checkpointer import Checkpointer
 from detection.engine.predictor import Predictor, override_list
 from detection.modeling import build_model
-from detection.utils.seed import seed_all
-from tiny import TINY_MODEL
+from tiny import tiny_checkpoint, tiny_test_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
 CLASSES = ["a", "b", "c", "d", "e", "f"]
-
-
-def tiny_cfg(*extra):
-    return load_config(QUICKSTART, TINY_MODEL + ["INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "128",
-                                                 "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", *extra])
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A checkpoint as the trainer writes it: weights, config, class names (a random tiny detector)."""
-    cfg = tiny_cfg()
-    seed_all(0)
+    cfg = tiny_test_config()
+    path = tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), cfg, CLASSES)
     model = build_model(cfg)
-    out = tmp_path_factory.mktemp("ckpt")
-    path = Checkpointer(str(out), model).save("model_final", 7, config=cfg.dump(), class_names=CLASSES,
-                                                category_ids=list(range(1, 7)))
+    load_weights(model, path)
     return path, cfg, model
 
 

@@ -25,3 +25,28 @@ def tiny_opts(root, output_dir, max_iter: int = 4, **extra) -> list[str]:
     for k, v in extra.items():
         opts += [k, str(v)]
     return opts
+
+
+def tiny_test_config(*extra):
+    """The tiny detector's config for inference tests: 96-px test scale, every detection kept."""
+    import os
+
+    from detection.config import load_config
+
+    quickstart = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "quickstart.yaml")
+    return load_config(quickstart, TINY_MODEL + ["INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "128",
+                                                 "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", *extra])
+
+
+def tiny_checkpoint(directory, cfg=None, class_names=("a", "b", "c", "d", "e", "f")) -> str:
+    """A checkpoint as tools/train_net.py writes it (weights, config, class names, category ids 1..6)
+    of a randomly initialised (seed 0) tiny detector; returns its path."""
+    from detection.engine.checkpointer import Checkpointer
+    from detection.modeling import build_model
+    from detection.utils.seed import seed_all
+
+    cfg = cfg if cfg is not None else tiny_test_config()
+    seed_all(0)
+    model = build_model(cfg)
+    return Checkpointer(str(directory), model).save("model_final", 7, config=cfg.dump(), class_names=list(class_names),
+                                                   category_ids=list(range(1, len(class_names) + 1)))

@@ -3,33 +3,43 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 
 import torch
 
 from detection.data import build_test_loader
 from detection.evaluation import build_evaluator
-from detection.utils.comm import get_world_size, unwrap_model
+from detection.modeling import build_test_model
+from detection.utils.comm import get_world_size, is_main_process, unwrap_model
+from detection.utils.progress import Progress
 
 logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def inference_on_dataset(model, loader, evaluator, log_period: int = 50) -> dict:
-    """Every batch of ``loader`` through ``model`` (eval mode); returns ``evaluator.evaluate()``."""
+def inference_on_dataset(model, loader, evaluator, log_period: float = 10.0) -> dict:
+    """Every batch of ``loader`` through ``model`` (eval mode); returns ``evaluator.evaluate()``.
+    Progress in images/s: a bar on a terminal, a log line every ``log_period`` seconds elsewhere."""
     was_training = model.training
     model.eval()
     evaluator.reset()
-    total = len(loader)
-    start = time.perf_counter()
-    for i, batch in enumerate(loader):
-        outputs = model(batch)
-        evaluator.process([x["image_id"] for x in batch], outputs)
-        if (i + 1) % log_period == 0 or i + 1 == total:
-            per_batch = (time.perf_counter() - start) / (i + 1)
-            logger.info("inference %d/%d batches, %.3f s/batch", i + 1, total, per_batch)
+    total = _num_images(loader)
+    with Progress(total, "inference", unit="img", log_period_s=log_period, logger=logger,
+                  enabled=is_main_process()) as progress:
+        for batch in loader:
+            outputs = model(batch)
+            evaluator.process([x["image_id"] for x in batch], outputs)
+            progress.update(len(batch))
     model.train(was_training)
     return evaluator.evaluate()
+
+
+def _num_images(loader) -> int | None:
+    """Images this process will see (its sampler's length), None if the loader cannot say."""
+    sampler = getattr(getattr(loader, "loader", loader), "sampler", None)
+    try:
+        return len(sampler)
+    except TypeError:
+        return None
 
 
 def evaluate(cfg, model, plot: bool = True) -> dict:
@@ -51,5 +61,5 @@ def evaluate(cfg, model, plot: bool = True) -> dict:
         out_dir = os.path.join(cfg.OUTPUT_DIR, "eval", name.replace("/", "_").replace(":", "_"))
         evaluator = build_evaluator(info, records, out_dir, plot=plot)
         logger.info("evaluating on %s (%d images, %d process(es))", name, len(records), get_world_size())
-        results[name] = inference_on_dataset(model, loader, evaluator)
+        results[name] = inference_on_dataset(build_test_model(cfg, model), loader, evaluator)
     return results
