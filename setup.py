@@ -22,5 +22,7 @@ setup(
     extras_require={
         "test": ["pytest>=7", "pytest-timeout"],
         "tensorboard": ["tensorboard"],
+        # tools/export.py --format onnx and its parity check in onnxruntime (TorchScript needs nothing more)
+        "export": ["onnx", "onnxruntime"],
     },
 )

@@ -240,6 +240,43 @@ def run_isolated(*args) -> dict:
     return out
 
 
+@torch.no_grad()
+def benchmark_export(config: str, opts: list, size, iters: int, warmup: int, json_path: str = "") -> dict:
+    """Median seconds per image of one (3, H, W) image through eager PyTorch (the model's own test
+    path), the TorchScript export and the ONNX export in onnxruntime, in this process, on the CPU."""
+    import tempfile
+
+    from detection.config import load_config
+    from detection.engine.export import export_model, load_exported, match_detections
+
+    cfg = load_config(config, opts + ["MODEL.DEVICE", "cpu"])
+    model = build_ours(cfg).eval()
+    calibrate_frozen_bn(model, synthetic_batch(1, *size, cfg.MODEL.ROI_HEADS.NUM_CLASSES))
+    sample = synthetic_batch(1, *size, cfg.MODEL.ROI_HEADS.NUM_CLASSES, seed=1)[0]
+    args = (sample["image"], torch.tensor([sample["height"], sample["width"]]))
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = export_model(model, sample, tmp)
+        runners = {"eager": lambda *a: tuple(model([sample])[0][k].numpy() for k in ("boxes", "scores", "labels")),
+                   **{fmt: load_exported(path, threads=torch.get_num_threads()) for fmt, path in files.items()}}
+        ref = runners["eager"](*args)
+        for name, run in runners.items():
+            times = []
+            for i in range(warmup + iters):
+                start = time.perf_counter()
+                out = run(*args)
+                if i >= warmup:
+                    times.append(time.perf_counter() - start)
+            m = match_detections(ref, out)
+            results[name] = {"median_s": statistics.median(times), **m}
+            print(f"  {name:12s} median {results[name]['median_s'] * 1000:9.1f} ms   detections {m['got']:4d}, "
+                  f"max box difference to eager {m['max_box_diff']:.1e} px", flush=True)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(results, f, indent=1)
+    return results
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_config_argument(p, default="configs/coco_r101.yaml")
@@ -250,7 +287,8 @@ def main(argv=None):
                    help="autocast dtype, CUDA only (default: off, fp32)")
     p.add_argument("--iters", type=int, default=5, metavar="N", help="timed iterations")
     p.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed iterations first")
-    p.add_argument("--mode", default="both", choices=["both", "inference", "train"], help="what to time")
+    p.add_argument("--mode", default="both", choices=["both", "inference", "train", "export"],
+                   help="what to time; export: ours in eager PyTorch vs TorchScript vs ONNX Runtime, one image")
     p.add_argument("--threads", type=int, default=0, metavar="N", help="torch intra-op threads (default: 0, torch's own)")
     p.add_argument("--json", default="", metavar="FILE", help="also write the results here (default: not written)")
     add_overrides_argument(p, "MODEL.RESNETS.DEPTH 50 MODEL.RPN.POST_NMS_TOPK_TEST 1000 MODEL.CHANNELS_LAST False")
@@ -261,6 +299,8 @@ def main(argv=None):
     results = {}
     print(f"config {args.config}, image {args.size[0]}x{args.size[1]}, device {args.device}"
           f"{', amp ' + args.amp if args.amp else ''}, {args.iters} timed iterations after {args.warmup} warm-up")
+    if args.mode == "export":
+        return benchmark_export(args.config, opts, args.size, args.iters, args.warmup, args.json)
     for mode in (["inference", "train"] if args.mode == "both" else [args.mode]):
         for which in ("ours", "torchvision"):
             r = run_isolated(which, args.config, opts, args.size, mode, args.iters, args.warmup, args.amp)

@@ -81,7 +81,8 @@ class Predictor:
             self.metadata = load_checkpoint(model, path, cfg=cfg).info.metadata
         elif path:
             self.metadata = load_weights(model, path, cfg=cfg).info.metadata
-        self.model = build_test_model(cfg, model).eval()
+        self.detector = model  # the model itself (what export and benchmarks take)
+        self.model = build_test_model(cfg, model).eval()  # what inference runs
         self.localization = model.task == "localization"
         self.class_names = self.metadata.get("class_names") or self._dataset_class_names()
         self.mapper = DatasetMapper(cfg, is_train=False, loc=self.localization)

@@ -47,10 +47,15 @@ class AnchorGenerator(nn.Module):
         h, w = feature_size
         key = (h, w, self.cell_anchors.device)
         if key not in self._cache:
-            dev = self.cell_anchors.device
-            xs = (torch.arange(w, dtype=torch.float32, device=dev) + self.offset) * self.stride
-            ys = (torch.arange(h, dtype=torch.float32, device=dev) + self.offset) * self.stride
-            sy, sx = torch.meshgrid(ys, xs, indexing="ij")
-            shifts = torch.stack((sx, sy, sx, sy), dim=-1).reshape(-1, 1, 4)
-            self._cache[key] = (shifts + self.cell_anchors.view(1, -1, 4)).reshape(-1, 4)
+            self._cache[key] = grid_anchors(self.cell_anchors, h, w, self.stride, self.offset)
         return self._cache[key]
+
+
+def grid_anchors(cell: torch.Tensor, h, w, stride: int, offset: float) -> torch.Tensor:
+    """(h * w * A, 4) anchors: the (A, 4) ``cell`` anchors shifted to every cell of an (h, w) map
+    (``h``, ``w`` ints, or 0-dim tensors in a traced graph, where the map size is dynamic)."""
+    xs = (torch.arange(w, dtype=torch.float32, device=cell.device) + offset) * stride
+    ys = (torch.arange(h, dtype=torch.float32, device=cell.device) + offset) * stride
+    sy, sx = torch.meshgrid(ys, xs, indexing="ij")
+    shifts = torch.stack((sx, sy, sx, sy), dim=-1).reshape(-1, 1, 4)
+    return (shifts + cell.view(1, -1, 4)).reshape(-1, 4)

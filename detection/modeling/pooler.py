@@ -29,7 +29,10 @@ class ROIPooler(nn.Module):
         self.sampling_ratio = sampling_ratio
 
     def forward(self, features: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
-        rois = boxes_to_rois([b.to(features.dtype) for b in boxes])
+        return self.pool_rois(features, boxes_to_rois([b.to(features.dtype) for b in boxes]))
+
+    def pool_rois(self, features: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) features + (R, 5) rows of (image index, x1, y1, x2, y2) -> (R, C, S, S)."""
         if self.pooler_type == "ROIPool":
             return roi_pool(features, rois, self.output_size, self.spatial_scale)
         return roi_align(features, rois, self.output_size, self.spatial_scale, self.sampling_ratio,

@@ -1,0 +1,146 @@
+"""Export the detector to TorchScript or ONNX, run the exported files, and check them against eager.
+
+    files = export_model(model, mapper, "out/", formats=("torchscript", "onnx"))
+    run = load_exported("out/model.onnx")           # (3, h, w) uint8 + (2,) original size -> boxes, scores, labels
+    report = parity(model, mapper, run, images)     # {"ok", "max_box_diff", "max_score_diff", ...}
+
+What the graph holds and what stays in Python: ``detection.modeling.export.ExportableDetector``.
+ONNX needs the optional ``onnx`` and ``onnxruntime`` packages (``pip install -e .[export]``).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import warnings
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from detection.data.synthetic import SyntheticSpec, render_image
+from detection.modeling.export import ExportableDetector
+
+logger = logging.getLogger(__name__)
+
+FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx"}
+ONNX_OPSET = 17  # torchvision's RoIAlign (aligned) needs >= 16
+BOX_TOL, SCORE_TOL = 1e-3, 1e-4
+
+
+def synthetic_images(n: int = 4, size: int = 256) -> list[np.ndarray]:
+    """``n`` RGB uint8 images of the synthetic val set (rendered, nothing written), of varied sizes."""
+    return [render_image(SyntheticSpec(num_val=n, image_size=size), "val", i)[0] for i in range(n)]
+
+
+def _inputs(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    return sample["image"], torch.tensor([sample["height"], sample["width"]], dtype=torch.int64)
+
+
+def exportable(model: torch.nn.Module) -> ExportableDetector:
+    """A CPU, eval-mode, contiguous-format copy of ``model`` wrapped for tracing."""
+    model = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
+    return ExportableDetector(model).eval()
+
+
+@torch.no_grad()
+def export_model(model, example: dict, output_dir: str, formats=("torchscript", "onnx")) -> dict[str, str]:
+    """Trace ``model`` (a FasterRCNN) on the mapper sample ``example`` and write each of ``formats``
+    into ``output_dir``; returns {format: path}. The graph holds for any image size."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"export formats must be among {sorted(FORMATS)}; got {unknown}")
+    module = exportable(model)
+    args = _inputs(example)
+    os.makedirs(output_dir, exist_ok=True)
+    written = {}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # the sizes are traced on purpose
+        warnings.filterwarnings("ignore", message=".*is deprecated.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # the TorchScript-based ONNX exporter
+        # indices into the traced tensors come from topk / nonzero / nms: never negative
+        warnings.filterwarnings("ignore", message=".*advanced indexing.*negative values.*")
+        if "torchscript" in formats:
+            path = os.path.join(output_dir, FORMATS["torchscript"])
+            torch.jit.trace(module, args, check_trace=False).save(path)
+            written["torchscript"] = path
+        if "onnx" in formats:
+            path = os.path.join(output_dir, FORMATS["onnx"])
+            torch.onnx.export(module, args, path, dynamo=False, opset_version=ONNX_OPSET,
+                              input_names=["image", "original_size"], output_names=["boxes", "scores", "labels"],
+                              dynamic_axes={"image": {1: "height", 2: "width"}, "boxes": {0: "detections"},
+                                            "scores": {0: "detections"}, "labels": {0: "detections"}})
+            written["onnx"] = path
+    for fmt, path in written.items():
+        logger.info("exported %s: %s (%.1f MB)", fmt, path, os.path.getsize(path) / 2 ** 20)
+    return written
+
+
+def load_exported(path: str, threads: int | None = None):
+    """A callable ``(image (3, h, w) uint8 tensor, original_size (2,) int64 tensor) -> (boxes, scores,
+    labels)`` numpy arrays, for a ``model.ts`` (TorchScript, in PyTorch) or ``model.onnx`` (onnxruntime)."""
+    if path.endswith(".onnx"):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ImportError("running an ONNX export needs onnxruntime: pip install -e .[export]") from None
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+        def run_onnx(image, original_size):
+            return tuple(session.run(None, {"image": image.numpy(), "original_size": original_size.numpy()}))
+
+        return run_onnx
+    module = torch.jit.load(path, map_location="cpu").eval()
+
+    @torch.no_grad()
+    def run_torchscript(image, original_size):
+        return tuple(t.numpy() for t in module(image, original_size))
+
+    return run_torchscript
+
+
+def match_detections(ref: tuple, got: tuple) -> dict:
+    """Pair two detection sets (boxes, scores, labels) one to one, same label, closest boxes
+    (Hungarian assignment on the largest coordinate difference); the differences of the pairs."""
+    rb, rs, rl = (np.asarray(a) for a in ref)
+    gb, gs, gl = (np.asarray(a) for a in got)
+    out = {"ref": len(rb), "got": len(gb), "matched": 0, "max_box_diff": 0.0, "max_score_diff": 0.0}
+    if len(rb) and len(gb):
+        cost = np.abs(rb[:, None, :].astype(np.float64) - gb[None, :, :]).max(-1)
+        cost[rl[:, None] != gl[None, :]] = 1e9
+        r, g = linear_sum_assignment(cost)
+        r, g = r[cost[r, g] < 1e9], g[cost[r, g] < 1e9]
+        out.update(matched=len(r), max_box_diff=float(cost[r, g].max(initial=0.0)),
+                   max_score_diff=float(np.abs(rs[r].astype(np.float64) - gs[g]).max(initial=0.0)))
+    return out
+
+
+@torch.no_grad()
+def parity(model, mapper, run, images: list[np.ndarray], box_tol: float = BOX_TOL, score_tol: float = SCORE_TOL
+           ) -> dict:
+    """Eager ``model`` (its own batched test path) vs an exported ``run`` on RGB ``images`` mapped by
+    ``mapper``: every detection matched (same label), boxes within ``box_tol`` px, scores within
+    ``score_tol``. Returns the totals and ``ok``; the per-image rows are under ``images``."""
+    model.eval()
+    rows = []
+    for image in images:
+        sample = mapper.map_image(image)
+        out = model([sample])[0]
+        ref = (out["boxes"].cpu().numpy(), out["scores"].cpu().numpy(), out["labels"].cpu().numpy())
+        rows.append(match_detections(ref, run(*_inputs(sample))))
+    total = {k: sum(r[k] for r in rows) for k in ("ref", "got", "matched")}
+    total["max_box_diff"] = max((r["max_box_diff"] for r in rows), default=0.0)
+    total["max_score_diff"] = max((r["max_score_diff"] for r in rows), default=0.0)
+    total["ok"] = (total["ref"] == total["got"] == total["matched"] and total["max_box_diff"] <= box_tol
+                   and total["max_score_diff"] <= score_tol)
+    total["images"] = rows
+    return total
+
+
+def describe_parity(name: str, report: dict) -> str:
+    return (f"{name}: {'OK' if report['ok'] else 'MISMATCH'} on {len(report['images'])} images: "
+            f"{report['matched']}/{report['ref']} eager detections matched ({report['got']} exported), "
+            f"max box difference {report['max_box_diff']:.2e} px, max score difference {report['max_score_diff']:.2e}")
