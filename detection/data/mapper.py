@@ -11,7 +11,10 @@ Output of ``DatasetMapper(cfg, is_train)(record)``::
 plus, for the localization 1-crop test only, "resized_size": (h, w) before the crop and
 "crop_origin": (x0, y0) of the crop in that resized image; for the
 localization dense test with several INPUT.LOC_TEST_SIZES, "extra_scales": a list of uint8
-(3, h, w) tensors, the whole image resized to LOC_TEST_SIZES[1:] ("image" is at LOC_TEST_SIZES[0]).
+(3, h, w) tensors, the whole image resized to LOC_TEST_SIZES[1:] ("image" is at LOC_TEST_SIZES[0]);
+for the detector's test-time augmentation or tiles (TEST.AUG, TEST.TILE), "views": a list of dicts
+``{"image": uint8 (3, h, w), "height", "width": the region's size, "region": (x0, y0, x1, y1) in
+original pixels, "flip": bool, "tile": bool}`` (see ``test_views.ImageViews``).
 Normalisation (PIXEL_MEAN/STD) and padding are the model's job. What the mapper did (original
 size, crop origin) is recorded in the sample: ``detection.modeling.box_ops.to_original`` undoes it.
 """
@@ -24,6 +27,7 @@ import torch
 
 from .image_io import ImageReadError, read_image
 from .stats import STATS, DataStats
+from .test_views import build_test_views
 from .transforms import (build_extra_scales_transform, build_test_augmentation, build_train_augmentation,
                          center_crop_origin, reseed, resize_shortest_edge_size)
 
@@ -45,6 +49,7 @@ class DatasetMapper:
         self.one_crop = loc and not is_train and cfg.INPUT.LOC_TEST_MODE == "1-crop"
         self.extra_scales = build_extra_scales_transform(cfg, loc and not is_train)
         self._crop = (cfg.INPUT.LOC_TEST_SIZES[0], cfg.INPUT.MAX_SIZE_TEST, cfg.INPUT.CROP_SIZE)
+        self.views = None if is_train or loc else build_test_views(cfg)
         self.stats = stats
 
     def __call__(self, record: dict, seed: int | None = None) -> dict:
@@ -88,6 +93,10 @@ class DatasetMapper:
         extra = self.extra_scales(image)
         if extra:
             sample["extra_scales"] = [self._to_tensor(im) for im in extra]
+        if self.views is not None:
+            sample["views"] = [{"image": self._to_tensor(v["image"]), "height": v["region"][3] - v["region"][1],
+                                "width": v["region"][2] - v["region"][0], "region": v["region"], "flip": v["flip"],
+                                "tile": v["tile"]} for v in self.views(image)]
         return sample
 
     def _to_tensor(self, img: np.ndarray) -> torch.Tensor:

@@ -14,7 +14,7 @@ from .box_coder import BoxCoder
 from .class_file import load_class_file
 from .image_classifier import ImageClassifier
 from .matcher import Matcher
-from .meta_arch import FasterRCNN, PCRLocalizer
+from .meta_arch import FasterRCNN, MultiViewDetector, PCRLocalizer
 from .pooler import ROIPooler
 from .res5_head import BoxPredictor, Res5ROIHeads
 from .rpn import RPN
@@ -147,5 +147,15 @@ def build_model(cfg) -> nn.Module:
 
 
 def build_test_model(cfg, model: nn.Module) -> nn.Module:
-    """``model`` as inference runs it (the evaluator, the Predictor, the tools): the model itself."""
-    return model
+    """``model`` as inference runs it (the evaluator, the Predictor, the tools): wrapped in a
+    ``MultiViewDetector`` when TEST.AUG or TEST.TILE ask for several views of each image (the test
+    mapper then makes them), else the model itself. Load weights into ``model``, not the wrapper."""
+    aug, tile = cfg.TEST.AUG, cfg.TEST.TILE
+    if not aug.ENABLED and tile.SIZE <= 0:
+        return model
+    if model.task != "detection":
+        raise ValueError("TEST.AUG and TEST.TILE are for the detector; the localizer tests several sizes with "
+                         "INPUT.LOC_TEST_MODE dense and INPUT.LOC_TEST_SIZES")
+    h = cfg.MODEL.ROI_HEADS
+    return MultiViewDetector(model, nms_thresh=h.NMS_THRESH_TEST, merge=aug.MERGE,
+                             detections_per_image=h.DETECTIONS_PER_IMAGE, views_per_batch=cfg.TEST.IMS_PER_BATCH)

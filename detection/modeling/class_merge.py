@@ -1,7 +1,28 @@
-"""Merging the candidate boxes of one class into one box (box voting)."""
+"""Merging candidate boxes of one class into one box (box voting): the localizer's merge of its top
+anchors, and the merge of test-time views (``meta_arch/multi_view.py``)."""
 from __future__ import annotations
 
 import torch
+
+
+def iou_with(top: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """IoU of each ``top`` box (..., 4) with the boxes (..., T, 4) of its row (broadcast) -> (..., T)."""
+    top = top[..., None, :]
+    lt = torch.maximum(top[..., :2], boxes[..., :2])
+    rb = torch.minimum(top[..., 2:], boxes[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    top_area = (top[..., 2:] - top[..., :2]).clamp(min=0).prod(-1)
+    area = (boxes[..., 2:] - boxes[..., :2]).clamp(min=0).prod(-1)
+    return inter / (top_area + area - inter).clamp(min=1e-12)
+
+
+def vote(boxes: torch.Tensor, scores: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+    """boxes (..., T, 4), scores (..., T), member (..., T) bool -> (..., 4): the mean of the member
+    boxes weighted by their scores (negative scores count as 0; all weights equal when the members'
+    scores are all zero)."""
+    w = scores.clamp(min=0) * member
+    w = torch.where(w.sum(-1, keepdim=True) > 0, w, member.to(w.dtype))
+    return (boxes * w[..., None]).sum(-2) / w.sum(-1, keepdim=True)
 
 
 def merge_top_boxes(boxes: torch.Tensor, scores: torch.Tensor, merge_iou: float) -> torch.Tensor:
@@ -12,14 +33,6 @@ def merge_top_boxes(boxes: torch.Tensor, scores: torch.Tensor, merge_iou: float)
     box 0), weighted by their scores (all weights equal when the scores are all zero). T = 1
     returns box 0.
     """
-    top = boxes[..., :1, :]
-    lt = torch.maximum(top[..., :2], boxes[..., :2])
-    rb = torch.minimum(top[..., 2:], boxes[..., 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area = (boxes[..., 2:] - boxes[..., :2]).clamp(min=0).prod(-1)
-    iou = inter / (area[..., :1] + area - inter).clamp(min=1e-12)
-    member = iou >= merge_iou
+    member = iou_with(boxes[..., 0, :], boxes) >= merge_iou
     member[..., 0] = True
-    w = scores.clamp(min=0) * member
-    w = torch.where(w.sum(-1, keepdim=True) > 0, w, member.to(w.dtype))
-    return (boxes * w[..., None]).sum(-2) / w.sum(-1, keepdim=True)
+    return vote(boxes, scores, member)
