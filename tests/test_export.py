@@ -2,9 +2,7 @@
 one it was traced on (TorchScript in PyTorch, ONNX in onnxruntime), through tools/export.py."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
@@ -16,15 +14,7 @@ from detection.modeling import build_model
 from detection.modeling.export import ExportableDetector
 from detection.utils.seed import seed_all
 from tiny import tiny_checkpoint, tiny_test_config
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tool_scripts import load_tool
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +76,7 @@ def test_normalized_input_variant_gives_the_uint8_variant_results(detector):
 def test_export_tool_writes_the_model_its_description_and_a_passing_parity_report(tmp_path):
     weights = tiny_checkpoint(tmp_path / "ckpt")
     out = tmp_path / "export"
-    result = _tool("export").main(["--weights", weights, "--format", "torchscript", "--output", str(out),
+    result = load_tool("export").main(["--weights", weights, "--format", "torchscript", "--output", str(out),
                                    "--parity-images", "2", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.05"])
     assert result["parity"]["torchscript"]["ok"]
     info = json.loads((out / "export.json").read_text())

@@ -1,7 +1,6 @@
 """tools/predict.py end to end on a tiny detector: folders, lists, videos, COCO results, names, counts."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import logging
@@ -15,18 +14,10 @@ from detection.engine.predictor import Predictor
 from detection.evaluation.coco_eval import outputs_to_coco_results
 from detection.utils.progress import Progress
 from tiny import tiny_checkpoint
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _predict_tool():
-    spec = importlib.util.spec_from_file_location("tool_predict", os.path.join(ROOT, "tools", "predict.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tool_scripts import load_tool
 
 
-predict = _predict_tool()
+predict = load_tool("predict")
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +119,8 @@ def test_coco_results_use_the_numbers_in_file_names_and_evaluate(weights, tmp_pa
                            "iscrowd": 0}],
           "categories": [{"id": c, "name": f"c{c}"} for c in range(1, 7)]}
     (tmp_path / "gt.json").write_text(json.dumps(gt))
-    from detection.evaluation.cli import evaluate_files
-
-    metrics = evaluate_files(tmp_path / "gt.json", dt, None, plot=False, verbose=False)
+    metrics = load_tool("eval").main(["--gt", str(tmp_path / "gt.json"), "--dt", str(dt), "--no-plot",
+                                      "--output", str(tmp_path / "eval")])
     assert metrics["num_detections"] == len(results) and 0 <= metrics["AP50"] <= 100
 
 

@@ -16,31 +16,29 @@ After exporting, each file runs on --parity-images synthetic val images (TorchSc
 ONNX in onnxruntime) and is compared with eager PyTorch: every detection matched with the same
 label, boxes within 1e-3 px, scores within 1e-4. Exits non-zero if they differ.
 """
-import argparse
 import json
 import logging
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from detection.config import load_config  # noqa: E402
-from detection.engine.export import (FORMATS, describe_parity, export_model, load_exported, parity,  # noqa: E402
+from detection.config import load_config
+from detection.engine.export import (FORMATS, describe_parity, export_model, load_exported, parity,
                                      synthetic_images)
-from detection.engine.predictor import Predictor  # noqa: E402
-from detection.utils.logger import setup_logger  # noqa: E402
+from detection.engine.launch import default_parser
+from detection.engine.predictor import Predictor
+from detection.utils.logger import setup_logger
 
 logger = logging.getLogger("detection")
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="", help="config (default: the one inside the checkpoint)")
-    p.add_argument("--weights", required=True, help="checkpoint")
+    p = default_parser(__doc__, "MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.3 INPUT.MIN_SIZE_TEST 600")
+    p.add_argument("--weights", required=True, metavar="FILE",
+                   help="checkpoint (its own config is used unless --config is given)")
     p.add_argument("--format", default="onnx", choices=[*FORMATS, "all"], help="torchscript, onnx, or all")
-    p.add_argument("--output", required=True, help="folder for the exported model and export.json")
-    p.add_argument("--parity-images", type=int, default=4, help="synthetic images of the parity check (0 = none)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE")
+    p.add_argument("--output", required=True, metavar="DIR", help="folder for the exported model and export.json")
+    p.add_argument("--parity-images", type=int, default=4, metavar="N",
+                   help="synthetic images of the parity check (0 = none)")
     args = p.parse_args(argv)
     setup_logger(None)
     opts = ["MODEL.DEVICE", "cpu", *args.opts]

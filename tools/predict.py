@@ -31,16 +31,14 @@ import sys
 
 import cv2
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from detection.config import load_config  # noqa: E402
-from detection.data.image_io import ImageReadError, read_image  # noqa: E402
-from detection.engine.launch import default_parser  # noqa: E402
-from detection.engine.predictor import Predictor  # noqa: E402
-from detection.evaluation.coco_eval import outputs_to_coco_results  # noqa: E402
-from detection.utils.logger import setup_logger  # noqa: E402
-from detection.utils.progress import Progress  # noqa: E402
-from detection.utils.visualize import draw_detections  # noqa: E402
+from detection.config import load_config
+from detection.data.image_io import ImageReadError, read_image
+from detection.engine.launch import default_parser
+from detection.engine.predictor import Predictor
+from detection.evaluation.coco_eval import outputs_to_coco_results
+from detection.utils.logger import setup_logger
+from detection.utils.progress import Progress
+from detection.utils.visualize import draw_detections
 
 logger = logging.getLogger("detection")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -244,16 +242,21 @@ def build_predictor(args) -> Predictor:
 
 
 def main(argv=None) -> dict:
-    parser = default_parser(__doc__)
-    parser.add_argument("--weights", default=None, help="checkpoint (default with --config: MODEL.WEIGHTS)")
-    parser.add_argument("--input", nargs="+", required=True, help="images, folders, list files, videos, camera index, URL")
-    parser.add_argument("--output", required=True, help="folder for the drawn images/videos and json lines")
+    parser = default_parser(__doc__, "TEST.IMS_PER_BATCH 4 TEST.TILE.SIZE 512 MODEL.DEVICE cuda")
+    parser.add_argument("--weights", default=None, metavar="FILE",
+                        help="checkpoint (default with --config: MODEL.WEIGHTS)")
+    parser.add_argument("--input", nargs="+", required=True, metavar="PATH",
+                        help="images, folders, list files (.txt, .lst), videos, a camera index or a stream URL")
+    parser.add_argument("--output", required=True, metavar="DIR", help="folder for the drawn images/videos and json lines")
     parser.add_argument("--recursive", action="store_true", help="also the subfolders of input folders")
-    parser.add_argument("--score-thresh", type=float, default=0.5, help="draw and list detections above this")
-    parser.add_argument("--save-coco", default=None, metavar="FILE", help="all detections as one COCO results json")
+    parser.add_argument("--score-thresh", type=float, default=0.5, metavar="T",
+                        help="draw and list detections with a score of at least this")
+    parser.add_argument("--save-coco", default=None, metavar="FILE",
+                        help="every detection as one COCO results json (default: not written)")
     parser.add_argument("--no-draw", action="store_true", help="write no drawn images or videos (faster)")
     parser.add_argument("--no-json", action="store_true", help="write no json lines files")
-    parser.add_argument("--max-frames", type=int, default=None, help="stop each video/stream after this many frames")
+    parser.add_argument("--max-frames", type=int, default=None, metavar="N",
+                        help="stop each video or stream after this many frames (default: all)")
     args = parser.parse_args(argv)
     setup_logger(None)
     files, live, missing = collect_inputs(args.input, args.recursive)

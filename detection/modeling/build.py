@@ -153,7 +153,7 @@ def build_test_model(cfg, model: nn.Module) -> nn.Module:
     aug, tile = cfg.TEST.AUG, cfg.TEST.TILE
     if not aug.ENABLED and tile.SIZE <= 0:
         return model
-    if model.task != "detection":
+    if getattr(model, "module", model).task != "detection":  # (a DistributedDataParallel's module)
         raise ValueError("TEST.AUG and TEST.TILE are for the detector; the localizer tests several sizes with "
                          "INPUT.LOC_TEST_MODE dense and INPUT.LOC_TEST_SIZES")
     h = cfg.MODEL.ROI_HEADS
