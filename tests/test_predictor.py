@@ -113,3 +113,12 @@ def test_predictor_tests_every_size_as_the_mapper(tmp_path, single_thread):
     expected = predictor.model([sample])[0]
     np.testing.assert_array_equal(got["boxes"], expected["boxes"].numpy())
     np.testing.assert_array_equal(got["scores"], expected["scores"].numpy())
+
+
+def test_a_checkpoint_whose_config_has_a_retired_key_still_loads(tmp_path):
+    cfg = tiny_test_config()
+    path = tiny_checkpoint(tmp_path, cfg)
+    data = torch.load(path, weights_only=True)
+    data["config"] = "VERSION: 1\n" + data["config"]  # what config.yaml carried until VERSION went
+    torch.save(data, path)
+    assert Predictor.from_checkpoint(path).cfg.INPUT.MIN_SIZE_TEST == 96

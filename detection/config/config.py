@@ -218,7 +218,7 @@ def config_from_dict(data: dict, opts: Iterable[str] = (), where: str = "a confi
     """Defaults, then the nested mapping ``data`` (e.g. ``yaml.safe_load`` of ``CfgNode.dump()``, as
     our checkpoints carry it), then ``opts`` as KEY VALUE pairs; ``where`` names the source in errors."""
     cfg = get_default_config()
-    _merge(cfg, data, where)
+    _merge(cfg, {k: v for k, v in data.items() if k not in RETIRED_KEYS}, where)
     merge_from_list(cfg, opts)
     return cfg
 
