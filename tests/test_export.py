@@ -83,6 +83,10 @@ def test_export_tool_writes_the_model_its_description_and_a_passing_parity_repor
     assert info["files"] == {"torchscript": "model.ts"} and info["class_names"] == list("abcdef")
     assert info["resize"] == {"min_size": 96, "max_size": 128, "interpolation": "bilinear"}
     assert info["parity"]["torchscript"]["ok"] is True
+    # the normalised-input variant passes its parity check too
+    result = load_tool("export").main(["--weights", weights, "--format", "torchscript", "--output", str(tmp_path / "n"),
+                                       "--parity-images", "1", "--normalized-input"])
+    assert result["parity"]["torchscript"]["ok"] and result["parity"]["torchscript"]["ref"] > 0
     # the exported file alone, on a synthetic image resized as export.json says
     run = load_exported(str(out / "model.ts"))
     image = synthetic_images(1)[0]

@@ -8,7 +8,8 @@ Writes DIR/model.ts (TorchScript) and/or DIR/model.onnx (ONNX, opset 17) and DIR
 the model expects: input format, resize rule, pixel mean/std, class names; the parity report). The
 module takes one image of any size: the (3, h, w) uint8 image resized as the data mapper does
 (shorter side INPUT.MIN_SIZE_TEST, longer at most INPUT.MAX_SIZE_TEST) in INPUT.FORMAT channel
-order, and the original (height, width) as an int64 tensor; it returns boxes (D, 4) xyxy in original
+order (float32 (x - PIXEL_MEAN) / PIXEL_STD with --normalized-input), and the original (height,
+width) as an int64 tensor; it returns boxes (D, 4) xyxy in original
 pixels, scores (D,), labels (D,). Everything from normalisation to the mapping back to the original
 image is inside the graph; decoding and resizing stay in Python.
 
@@ -37,6 +38,8 @@ def main(argv=None) -> dict:
                    help="checkpoint (its own config is used unless --config is given)")
     p.add_argument("--format", default="onnx", choices=[*FORMATS, "all"], help="torchscript, onnx, or all")
     p.add_argument("--output", required=True, metavar="DIR", help="folder for the exported model and export.json")
+    p.add_argument("--normalized-input", action="store_true",
+                   help="the module takes float32 (image - PIXEL_MEAN) / PIXEL_STD instead of the uint8 image")
     p.add_argument("--parity-images", type=int, default=4, metavar="N",
                    help="synthetic images of the parity check (0 = none)")
     args = p.parse_args(argv)
@@ -51,15 +54,17 @@ def main(argv=None) -> dict:
         p.error(f"export takes a detector; {args.weights} is a {model.task} model")
     formats = list(FORMATS) if args.format == "all" else [args.format]
     images = synthetic_images(max(1, args.parity_images))
-    files = export_model(model, mapper.map_image(images[0]), args.output, formats)
+    files = export_model(model, mapper.map_image(images[0]), args.output, formats, args.normalized_input)
     reports = {}
     for fmt, path in files.items():
         if args.parity_images > 0:
-            reports[fmt] = parity(model, mapper, load_exported(path), images[:args.parity_images])
+            reports[fmt] = parity(model, mapper, load_exported(path), images[:args.parity_images],
+                                  normalized_input=args.normalized_input)
             (logger.info if reports[fmt]["ok"] else logger.error)("%s", describe_parity(f"{fmt} vs eager", reports[fmt]))
     info = {
         "files": {fmt: os.path.basename(path) for fmt, path in files.items()},
-        "inputs": {"image": f"(3, h, w) uint8, {cfg.INPUT.FORMAT} channel order, resized",
+        "inputs": {"image": f"(3, h, w) {'float32 (x - pixel_mean) / pixel_std' if args.normalized_input else 'uint8'}, "
+                            f"{cfg.INPUT.FORMAT} channel order, resized",
                    "original_size": "(2,) int64: original height, width"},
         "outputs": {"boxes": "(D, 4) float32 xyxy, original pixels", "scores": "(D,) float32",
                     "labels": "(D,) int64, index into class_names"},

@@ -33,25 +33,37 @@ def synthetic_images(n: int = 4, size: int = 256) -> list[np.ndarray]:
     return [render_image(SyntheticSpec(num_val=n, image_size=size), "val", i)[0] for i in range(n)]
 
 
-def _inputs(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    return sample["image"], torch.tensor([sample["height"], sample["width"]], dtype=torch.int64)
+def _inputs(sample: dict, normalize: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exported module's inputs for a mapper sample (normalised with ``normalize`` = (mean, std))."""
+    image = sample["image"]
+    if normalize is not None:
+        mean, std = (torch.tensor(v, dtype=torch.float32).view(-1, 1, 1) for v in normalize)
+        image = (image.float() - mean) / std
+    return image, torch.tensor([sample["height"], sample["width"]], dtype=torch.int64)
 
 
-def exportable(model: torch.nn.Module) -> ExportableDetector:
+def exportable(model: torch.nn.Module, normalized_input: bool = False) -> ExportableDetector:
     """A CPU, eval-mode, contiguous-format copy of ``model`` wrapped for tracing."""
     model = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
-    return ExportableDetector(model).eval()
+    return ExportableDetector(model, normalized_input).eval()
+
+
+def normalizer(model) -> tuple[list[float], list[float]]:
+    """(PIXEL_MEAN, PIXEL_STD) of ``model``, what a normalised-input export expects applied."""
+    return model.pixel_mean.flatten().tolist(), model.pixel_std.flatten().tolist()
 
 
 @torch.no_grad()
-def export_model(model, example: dict, output_dir: str, formats=("torchscript", "onnx")) -> dict[str, str]:
+def export_model(model, example: dict, output_dir: str, formats=("torchscript", "onnx"),
+                 normalized_input: bool = False) -> dict[str, str]:
     """Trace ``model`` (a FasterRCNN) on the mapper sample ``example`` and write each of ``formats``
-    into ``output_dir``; returns {format: path}. The graph holds for any image size."""
+    into ``output_dir``; returns {format: path}. The graph holds for any image size. With
+    ``normalized_input`` the module takes float32 ``(image - PIXEL_MEAN) / PIXEL_STD`` instead of uint8."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"export formats must be among {sorted(FORMATS)}; got {unknown}")
-    module = exportable(model)
-    args = _inputs(example)
+    module = exportable(model, normalized_input)
+    args = _inputs(example, normalizer(model) if normalized_input else None)
     os.makedirs(output_dir, exist_ok=True)
     written = {}
     with warnings.catch_warnings():
@@ -77,7 +89,7 @@ def export_model(model, example: dict, output_dir: str, formats=("torchscript", 
 
 
 def load_exported(path: str, threads: int | None = None):
-    """A callable ``(image (3, h, w) uint8 tensor, original_size (2,) int64 tensor) -> (boxes, scores,
+    """A callable ``(image (3, h, w) tensor, original_size (2,) int64 tensor) -> (boxes, scores,
     labels)`` numpy arrays, for a ``model.ts`` (TorchScript, in PyTorch) or ``model.onnx`` (onnxruntime)."""
     if path.endswith(".onnx"):
         try:
@@ -119,8 +131,8 @@ def match_detections(ref: tuple, got: tuple) -> dict:
 
 
 @torch.no_grad()
-def parity(model, mapper, run, images: list[np.ndarray], box_tol: float = BOX_TOL, score_tol: float = SCORE_TOL
-           ) -> dict:
+def parity(model, mapper, run, images: list[np.ndarray], box_tol: float = BOX_TOL, score_tol: float = SCORE_TOL,
+           normalized_input: bool = False) -> dict:
     """Eager ``model`` (its own batched test path) vs an exported ``run`` on RGB ``images`` mapped by
     ``mapper``: every detection matched (same label), boxes within ``box_tol`` px, scores within
     ``score_tol``. Returns the totals and ``ok``; the per-image rows are under ``images``."""
@@ -130,7 +142,7 @@ def parity(model, mapper, run, images: list[np.ndarray], box_tol: float = BOX_TO
         sample = mapper.map_image(image)
         out = model([sample])[0]
         ref = (out["boxes"].cpu().numpy(), out["scores"].cpu().numpy(), out["labels"].cpu().numpy())
-        rows.append(match_detections(ref, run(*_inputs(sample))))
+        rows.append(match_detections(ref, run(*_inputs(sample, normalizer(model) if normalized_input else None))))
     total = {k: sum(r[k] for r in rows) for k in ("ref", "got", "matched")}
     total["max_box_diff"] = max((r["max_box_diff"] for r in rows), default=0.0)
     total["max_score_diff"] = max((r["max_score_diff"] for r in rows), default=0.0)
