@@ -7,6 +7,7 @@
 For each image writes DIR/<name>.jpg (boxes, class names, scores drawn) and DIR/<name>.json
 (a list of {"box": [x1, y1, x2, y2], "score", "label", "class"} in original pixels). A localization
 model (MODEL.META_ARCHITECTURE PCRLocalizer) draws its top-5 classes, each with its box.
+Videos, cameras, list files, recursive folders and one COCO results file: tools/predict.py.
 """
 from __future__ import annotations
 

@@ -60,11 +60,12 @@ def main(argv=None) -> dict:
         if args.parity_images > 0:
             reports[fmt] = parity(model, mapper, load_exported(path), images[:args.parity_images],
                                   normalized_input=args.normalized_input)
-            (logger.info if reports[fmt]["ok"] else logger.error)("%s", describe_parity(f"{fmt} vs eager", reports[fmt]))
+            log = logger.info if reports[fmt]["ok"] else logger.error
+            log("%s", describe_parity(f"{fmt} vs eager", reports[fmt]))
+    dtype = "float32 (x - pixel_mean) / pixel_std" if args.normalized_input else "uint8"
     info = {
         "files": {fmt: os.path.basename(path) for fmt, path in files.items()},
-        "inputs": {"image": f"(3, h, w) {'float32 (x - pixel_mean) / pixel_std' if args.normalized_input else 'uint8'}, "
-                            f"{cfg.INPUT.FORMAT} channel order, resized",
+        "inputs": {"image": f"(3, h, w) {dtype}, {cfg.INPUT.FORMAT} channel order, resized",
                    "original_size": "(2,) int64: original height, width"},
         "outputs": {"boxes": "(D, 4) float32 xyxy, original pixels", "scores": "(D,) float32",
                     "labels": "(D,) int64, index into class_names"},

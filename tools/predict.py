@@ -106,7 +106,8 @@ def relative_names(files: list[str]) -> dict[str, str]:
 def image_ids(names: list[str]) -> dict[str, int]:
     """name -> COCO image id: the number of every file name when all are distinct numbers, else 1..N."""
     stems = [os.path.splitext(os.path.basename(n))[0] for n in names]
-    if names and all(s.isdigit() and "#" not in n for s, n in zip(stems, names)) and len(set(map(int, stems))) == len(stems):
+    numbered = all(s.isdigit() and "#" not in n for s, n in zip(stems, names))
+    if names and numbered and len(set(map(int, stems))) == len(stems):
         return {n: int(s) for n, s in zip(names, stems)}
     return {n: i + 1 for i, n in enumerate(names)}
 
@@ -247,7 +248,8 @@ def main(argv=None) -> dict:
                         help="checkpoint (default with --config: MODEL.WEIGHTS)")
     parser.add_argument("--input", nargs="+", required=True, metavar="PATH",
                         help="images, folders, list files (.txt, .lst), videos, a camera index or a stream URL")
-    parser.add_argument("--output", required=True, metavar="DIR", help="folder for the drawn images/videos and json lines")
+    parser.add_argument("--output", required=True, metavar="DIR",
+                        help="folder for the drawn images/videos and json lines")
     parser.add_argument("--recursive", action="store_true", help="also the subfolders of input folders")
     parser.add_argument("--score-thresh", type=float, default=0.5, metavar="T",
                         help="draw and list detections with a score of at least this")
@@ -272,7 +274,9 @@ def main(argv=None) -> dict:
     for name in outputs:
         runner.out_path(name)  # fails before any work if an output would land on an input
     frames = sum(int(cv2.VideoCapture(v).get(cv2.CAP_PROP_FRAME_COUNT) or 0) for v in videos)
-    total = None if live else len(images) + (frames if args.max_frames is None else min(frames, args.max_frames * len(videos)))
+    if args.max_frames is not None:
+        frames = min(frames, args.max_frames * len(videos))
+    total = None if live else len(images) + frames
     with Progress(total, "predict", unit="img") as progress:
         runner.images(images, rel, progress)
         for v in videos:

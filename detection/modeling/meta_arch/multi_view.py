@@ -79,7 +79,8 @@ class MultiViewDetector(nn.Module):
         unflipped = torch.stack((width[:, 0] - boxes[:, 2], boxes[:, 1], width[:, 0] - boxes[:, 0], boxes[:, 3]), 1)
         boxes = torch.where(flips[view_of][:, None], unflipped, boxes) + regions[view_of, :2].repeat(1, 2)
         if tiles.any():
-            keep = ~self.cut_and_seen_whole_elsewhere(boxes, view_of, regions, tiles, (sample["height"], sample["width"]))
+            size = (sample["height"], sample["width"])
+            keep = ~self.cut_and_seen_whole_elsewhere(boxes, view_of, regions, tiles, size)
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         return self.merge_detections(boxes, scores, labels)
 
