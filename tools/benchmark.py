@@ -246,18 +246,21 @@ def benchmark_export(config: str, opts: list, size, iters: int, warmup: int, jso
     path), the TorchScript export and the ONNX export in onnxruntime, in this process, on the CPU."""
     import tempfile
 
-    from detection.config import load_config
     from detection.engine.export import export_model, load_exported, match_detections
 
     cfg = load_config(config, opts + ["MODEL.DEVICE", "cpu"])
-    model = build_ours(cfg).eval()
+    model = build_model(cfg).eval()
     calibrate_frozen_bn(model, synthetic_batch(1, *size, cfg.MODEL.ROI_HEADS.NUM_CLASSES))
     sample = synthetic_batch(1, *size, cfg.MODEL.ROI_HEADS.NUM_CLASSES, seed=1)[0]
     args = (sample["image"], torch.tensor([sample["height"], sample["width"]]))
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         files = export_model(model, sample, tmp)
-        runners = {"eager": lambda *a: tuple(model([sample])[0][k].numpy() for k in ("boxes", "scores", "labels")),
+        def eager(*_):
+            out = model([sample])[0]
+            return tuple(out[k].numpy() for k in ("boxes", "scores", "labels"))
+
+        runners = {"eager": eager,
                    **{fmt: load_exported(path, threads=torch.get_num_threads()) for fmt, path in files.items()}}
         ref = runners["eager"](*args)
         for name, run in runners.items():
@@ -272,8 +275,7 @@ def benchmark_export(config: str, opts: list, size, iters: int, warmup: int, jso
             print(f"  {name:12s} median {results[name]['median_s'] * 1000:9.1f} ms   detections {m['got']:4d}, "
                   f"max box difference to eager {m['max_box_diff']:.1e} px", flush=True)
     if json_path:
-        with open(json_path, "w") as f:
-            json.dump(results, f, indent=1)
+        write_json(json_path, results)
     return results
 
 
