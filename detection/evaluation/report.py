@@ -21,7 +21,7 @@ def emit(text: str) -> None:
     else:
         print(text, flush=True)
 
-__all__ = ["emit", "format_detection_report", "format_localization_report", "write_json", "jsonable", "plot_per_class_ap", "plot_pr_curves"]
+__all__ = ["emit", "format_detection_report", "format_localization_report", "write_json", "jsonable", "plot_per_class_ap", "plot_pr_curves", "new_figure"]
 
 
 def _fmt(v, width=7, digits=2):
@@ -101,7 +101,8 @@ def format_localization_report(metrics: Dict) -> str:
     return "\n".join(lines)
 
 
-def _figure(figsize):
+def new_figure(figsize):
+    """A matplotlib ``Figure`` on an Agg canvas (add the axes yourself)."""
     # The object-oriented API with an Agg canvas: no pyplot, so the process-wide backend
     # (and any GUI) is never touched, and nothing has to be closed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -109,6 +110,11 @@ def _figure(figsize):
 
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
+    return fig
+
+
+def _figure(figsize):
+    fig = new_figure(figsize)
     return fig, fig.add_subplot(1, 1, 1)
 
 
