@@ -30,11 +30,12 @@ def inference_on_dataset(model, loader, evaluator, log_period: int = 50) -> dict
     return evaluator.evaluate()
 
 
-def evaluate(cfg, model) -> dict:
+def evaluate(cfg, model, **explain_options) -> dict:
     """Evaluate on each of ``DATASETS.TEST``; results in OUTPUT_DIR/eval/<dataset>/.
 
     Returns {dataset name: metrics}. Detection datasets get the COCO/VOC metrics, localization
-    datasets the LOC errors.
+    datasets the LOC errors. ``explain_options`` (``iou_threshold``, ``score_thresh``) go to
+    the detection evaluators' confusion matrix.
     """
     from detection.data import build_test_loader
     from detection.evaluation import build_evaluator
@@ -43,7 +44,7 @@ def evaluate(cfg, model) -> dict:
     for name in cfg.DATASETS.TEST:
         loader, records, info = build_test_loader(cfg, name)
         out_dir = os.path.join(cfg.OUTPUT_DIR, "eval", name.replace("/", "_").replace(":", "_"))
-        evaluator = build_evaluator(cfg, info, records, out_dir)
+        evaluator = build_evaluator(cfg, info, records, out_dir, **explain_options)
         logger.info("evaluating on %s (%d images, %d process(es))", name, len(records), get_world_size())
         results[name] = inference_on_dataset(model, loader, evaluator)
     return results
