@@ -7,6 +7,7 @@
 For each image writes DIR/<name>.jpg (boxes, class names, scores drawn) and DIR/<name>.json
 (a list of {"box": [x1, y1, x2, y2], "score", "label", "class"} in original pixels).
 """
+import argparse
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from detection.data.image_io import ImageReadError, read_image  # noqa: E402
 from detection.engine.launch import default_parser, setup  # noqa: E402
 from detection.engine.predictor import Predictor  # noqa: E402
+from detection.evaluation.thresholds import saved_best_f1_threshold  # noqa: E402
 from detection.utils.visualize import draw_detections  # noqa: E402
 
 logger = logging.getLogger("detection")
@@ -39,14 +41,39 @@ def list_images(paths: list[str]) -> list[str]:
     return files
 
 
+def _score_thresh(text: str):
+    if text == "best":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'best', got {text!r}") from None
+
+
+def best_score_thresh(weights: str, output_dir: str, default: float = 0.5) -> float:
+    """The overall best-F1 threshold saved with the model's last evaluation, else ``default``."""
+    folders = [os.path.dirname(os.path.abspath(weights))] if weights else []
+    found = saved_best_f1_threshold(folders + [output_dir])
+    if found is None:
+        logger.warning("--score-thresh best: no evaluation with a best-F1 threshold found in %s "
+                       "(eval/*/metrics.json); using %.2f", " or ".join(folders + [output_dir]), default)
+        return default
+    logger.info("--score-thresh best: %.4f, the best-F1 threshold of %s", found[0], found[1])
+    return found[0]
+
+
 def main(argv=None) -> list[str]:
     parser = default_parser(__doc__)
     parser.add_argument("--weights", default=None, help="checkpoint (default: MODEL.WEIGHTS)")
     parser.add_argument("--input", nargs="+", required=True, help="images or folders")
     parser.add_argument("--output", required=True, help="folder for the drawn images and json files")
-    parser.add_argument("--score-thresh", type=float, default=0.5, help="draw and write detections above this")
+    parser.add_argument("--score-thresh", type=_score_thresh, default=0.5,
+                        help="draw and write detections above this (default 0.5); 'best': the best-F1 threshold "
+                             "of the model's last evaluation (OUTPUT_DIR/eval/*/metrics.json next to the weights)")
     args = parser.parse_args(argv)
     cfg = setup(args)
+    if args.score_thresh == "best":
+        args.score_thresh = best_score_thresh(args.weights or cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR)
     predictor = Predictor(cfg, args.weights)
     os.makedirs(args.output, exist_ok=True)
     written = []

@@ -30,6 +30,11 @@ def inference_on_dataset(model, loader, evaluator, log_period: int = 50) -> dict
     return evaluator.evaluate()
 
 
+def eval_output_dir(output_dir: str, dataset_name: str) -> str:
+    """Where the evaluation of ``dataset_name`` writes its files: OUTPUT_DIR/eval/<dataset>/."""
+    return os.path.join(output_dir, "eval", dataset_name.replace("/", "_").replace(":", "_"))
+
+
 def evaluate(cfg, model, **explain_options) -> dict:
     """Evaluate on each of ``DATASETS.TEST``; results in OUTPUT_DIR/eval/<dataset>/.
 
@@ -43,7 +48,7 @@ def evaluate(cfg, model, **explain_options) -> dict:
     results = {}
     for name in cfg.DATASETS.TEST:
         loader, records, info = build_test_loader(cfg, name)
-        out_dir = os.path.join(cfg.OUTPUT_DIR, "eval", name.replace("/", "_").replace(":", "_"))
+        out_dir = eval_output_dir(cfg.OUTPUT_DIR, name)
         evaluator = build_evaluator(cfg, info, records, out_dir, **explain_options)
         logger.info("evaluating on %s (%d images, %d process(es))", name, len(records), get_world_size())
         results[name] = inference_on_dataset(model, loader, evaluator)

@@ -14,9 +14,13 @@ positive has no best F1 (``None`` in metrics.json).
 
 from __future__ import annotations
 
+import glob
+import json
+import os
+
 import numpy as np
 
-__all__ = ["f1_curve", "f1_curves", "best_f1", "plot_f1_curves"]
+__all__ = ["f1_curve", "f1_curves", "best_f1", "plot_f1_curves", "saved_best_f1_threshold"]
 
 
 def f1_curve(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> dict:
@@ -97,3 +101,22 @@ def plot_f1_curves(per_class: list[dict], overall: dict, class_names: list[str],
         axes[2].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
+
+
+def saved_best_f1_threshold(folders: list[str]) -> tuple[float, str] | None:
+    """The overall best-F1 score threshold of the latest evaluation saved under
+    ``<folder>/eval/*/metrics.json`` for any of ``folders``: ``(threshold, metrics.json path)``,
+    or None when no such file holds one (unreadable files are passed over)."""
+    found = []
+    for folder in folders:
+        if folder:
+            found += glob.glob(os.path.join(glob.escape(folder), "eval", "*", "metrics.json"))
+    for path in sorted(set(found), key=os.path.getmtime, reverse=True):
+        try:
+            with open(path, encoding="utf-8") as f:
+                thresh = json.load(f).get("best_f1_score_thresh")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(thresh, (int, float)):
+            return float(thresh), path
+    return None

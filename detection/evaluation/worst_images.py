@@ -78,9 +78,10 @@ def draw_outcomes(image_bgr: np.ndarray, image_id: int, gt: GtArrays, dt: DetArr
 
 
 def write_worst_images(output_dir: str, ranking: list[dict], image_paths: dict, gt: GtArrays, dt: DetArrays,
-                       outcome, target, thresholds, class_names: list[str], num: int = 16) -> list[dict]:
+                       outcome, target, thresholds, class_names: list[str], num: int = 16,
+                       sheet: int = 16) -> list[dict]:
     """Draw the ``num`` worst images of ``ranking`` into ``output_dir`` (``<rank>_<id>.jpg``)
-    and ``contact_sheet.jpg``. ``image_paths``: image id -> file. Images that cannot be read
+    and the first ``sheet`` of them into ``contact_sheet.jpg``. ``image_paths``: image id -> file. Images that cannot be read
     are skipped with a warning. Returns the drawn entries of ``ranking`` with ``"file"`` added
     (relative to ``output_dir``)."""
     os.makedirs(output_dir, exist_ok=True)
@@ -101,8 +102,9 @@ def write_worst_images(output_dir: str, ranking: list[dict], image_paths: dict, 
         name = f"{len(written) + 1:03d}_{entry['image_id']}.jpg"
         cv2.imwrite(os.path.join(output_dir, name), drawn, [cv2.IMWRITE_JPEG_QUALITY, 85])
         written.append(dict(entry, file=name, source=os.fspath(path)))
-        sheet_images.append(drawn)
-        sheet_captions.append(f"#{len(written)} id {entry['image_id']}: {entry['errors']} errors")
+        if len(sheet_images) < sheet:
+            sheet_images.append(drawn)
+            sheet_captions.append(f"#{len(written)} id {entry['image_id']}: {entry['errors']} errors")
     if skipped:
         logger.warning("worst images: %d image(s) could not be read and were skipped", skipped)
     if sheet_images:
