@@ -6,34 +6,21 @@ import pytest
 
 from detection.evaluation.confusion import confusion_matrix, greedy_match
 from detection.evaluation.thresholds import best_f1, f1_curve, f1_curves
-from detection.evaluation.voc_eval import DetArrays, GtArrays, voc_eval_arrays
-
-
-def _gt(rows):
-    """rows: (image, label, box, crowd)"""
-    return GtArrays(np.array([r[2] for r in rows], dtype=np.float64).reshape(-1, 4),
-                    np.array([r[1] for r in rows], dtype=np.int64), np.array([r[0] for r in rows], dtype=np.int64),
-                    np.array([r[3] for r in rows], dtype=bool))
-
-
-def _dt(rows):
-    """rows: (image, label, box, score)"""
-    return DetArrays(np.array([r[2] for r in rows], dtype=np.float64).reshape(-1, 4),
-                     np.array([r[3] for r in rows], dtype=np.float64), np.array([r[1] for r in rows], dtype=np.int64),
-                     np.array([r[0] for r in rows], dtype=np.int64))
+from detection.evaluation.voc_eval import voc_eval_arrays
+from flat_arrays import det_arrays, gt_arrays
 
 
 CAT, DOG = 0, 1
 
 
 def _scene():
-    gt = _gt([
+    gt = gt_arrays([
         (1, CAT, [0, 0, 10, 10], False),     # A: found by d1
         (1, DOG, [20, 0, 30, 10], False),    # B: taken by d2 (a cat detection)
         (1, CAT, [40, 0, 50, 10], False),    # C: missed
         (1, DOG, [60, 0, 80, 20], True),     # crowd
     ])
-    dt = _dt([
+    dt = det_arrays([
         (1, CAT, [0, 0, 10, 10], 0.9),       # d1: true positive
         (1, CAT, [20, 0, 30, 10], 0.8),      # d2: on a dog -> cell (dog, cat)
         (1, DOG, [0, 0, 10, 10], 0.7),       # d3: A taken already, nothing else -> background row
@@ -62,8 +49,8 @@ def test_confusion_matrix_per_class_thresholds_drop_low_detections():
 
 def test_greedy_match_takes_the_best_unmatched_box_of_any_class():
     # cat box A and dog box B overlap (IoU 100/120). d1 fits B exactly, d2 fits A exactly.
-    gt = _gt([(5, CAT, [0, 0, 10, 10], False), (5, DOG, [0, 0, 10, 12], False)])
-    dt = _dt([(5, CAT, [0, 0, 10, 12], 0.9), (5, DOG, [0, 0, 10, 10], 0.8), (5, DOG, [0, 0, 10, 11], 0.7)])
+    gt = gt_arrays([(5, CAT, [0, 0, 10, 10], False), (5, DOG, [0, 0, 10, 12], False)])
+    dt = det_arrays([(5, CAT, [0, 0, 10, 12], 0.9), (5, DOG, [0, 0, 10, 10], 0.8), (5, DOG, [0, 0, 10, 11], 0.7)])
     det_gt, ignored = greedy_match(gt, dt, np.ones(3, dtype=bool))
     assert det_gt.tolist() == [1, 0, -1]  # d3: both boxes taken -> no match
     assert not ignored.any()
@@ -98,8 +85,8 @@ def test_best_f1_is_none_without_ground_truth_or_true_positive():
 
 def test_overall_curve_pools_the_classes():
     # class 0: 1 gt, detection 0.9 TP; class 1: 2 gt, detections 0.8 FP, 0.7 TP
-    gt = _gt([(1, 0, [0, 0, 10, 10], False), (1, 1, [20, 0, 30, 10], False), (2, 1, [0, 0, 10, 10], False)])
-    dt = _dt([(1, 0, [0, 0, 10, 10], 0.9), (1, 1, [50, 50, 60, 60], 0.8), (2, 1, [0, 0, 10, 10], 0.7)])
+    gt = gt_arrays([(1, 0, [0, 0, 10, 10], False), (1, 1, [20, 0, 30, 10], False), (2, 1, [0, 0, 10, 10], False)])
+    dt = det_arrays([(1, 0, [0, 0, 10, 10], 0.9), (1, 1, [50, 50, 60, 60], 0.8), (2, 1, [0, 0, 10, 10], 0.7)])
     voc = voc_eval_arrays(gt.boxes, gt.labels, gt.image, dt.boxes, dt.scores, dt.labels, dt.image, 2)
     per_class, overall = f1_curves(voc)
     assert best_f1(per_class[0])["score_thresh"] == 0.9 and best_f1(per_class[0])["f1"] == 1.0

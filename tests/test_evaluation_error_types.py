@@ -5,21 +5,9 @@ import numpy as np
 import pytest
 
 from detection.evaluation.error_types import BKG, BOTH, CLS, DUP, IGNORED, LOC, TP, classify_detections, error_breakdown
-from detection.evaluation.voc_eval import DetArrays, GtArrays
+from flat_arrays import det_arrays, gt_arrays
 
 CAT, DOG = 0, 1
-
-
-def _gt(rows):
-    return GtArrays(np.array([r[2] for r in rows], dtype=np.float64).reshape(-1, 4),
-                    np.array([r[1] for r in rows], dtype=np.int64), np.array([r[0] for r in rows], dtype=np.int64),
-                    np.array([r[3] for r in rows], dtype=bool))
-
-
-def _dt(rows):
-    return DetArrays(np.array([r[2] for r in rows], dtype=np.float64).reshape(-1, 4),
-                     np.array([r[3] for r in rows], dtype=np.float64), np.array([r[1] for r in rows], dtype=np.int64),
-                     np.array([r[0] for r in rows], dtype=np.int64))
 
 
 def _sq(x):
@@ -27,7 +15,7 @@ def _sq(x):
 
 
 def _scene():
-    gt = _gt([
+    gt = gt_arrays([
         (1, CAT, _sq(0), False),    # G1 found by d1
         (1, DOG, _sq(100), False),  # G2 found by d3
         (1, CAT, _sq(200), False),  # G3 target of the localization error d4
@@ -36,7 +24,7 @@ def _scene():
         (1, DOG, _sq(600), False),  # G6 found by d8
         (1, CAT, _sq(700), False),  # G7 found by d9
     ])
-    dt = _dt([
+    dt = det_arrays([
         (1, CAT, _sq(0), 0.95),                      # d1 true positive
         (1, CAT, _sq(0), 0.90),                      # d2 duplicate of d1
         (1, DOG, _sq(100), 0.85),                    # d3 true positive
@@ -93,8 +81,8 @@ def test_ap50_gained_by_fixing_each_type_alone_hand_computed():
 
 
 def test_localization_comes_before_classification_and_crowd_is_ignored():
-    gt = _gt([(1, CAT, _sq(0), False), (1, DOG, _sq(3), False), (1, DOG, _sq(100), True)])
-    dt = _dt([(1, CAT, _sq(3), 0.9),     # cat IoU 70/130 >= 0.5: a true positive
+    gt = gt_arrays([(1, CAT, _sq(0), False), (1, DOG, _sq(3), False), (1, DOG, _sq(100), True)])
+    dt = det_arrays([(1, CAT, _sq(3), 0.9),     # cat IoU 70/130 >= 0.5: a true positive
               (1, CAT, _sq(6), 0.8),     # cat IoU 40/160 = 1/4, dog IoU 70/130 >= 0.5: localization first
               (1, DOG, _sq(100), 0.7)])  # on the crowd box: ignored
     outcome, target, _, missed = classify_detections(gt, dt)
@@ -107,8 +95,8 @@ def test_fixing_onto_a_found_box_removes_the_detection():
     # cat boxes A (found at 0.95) and B (found at 0.5); a dog detection on A at 0.9. Relabelled
     # to cat it would be a duplicate FP between the two TPs (cat AP 1/2 + 1/2 * 2/3); removed,
     # cat AP stays 1.
-    gt = _gt([(1, CAT, _sq(0), False), (1, CAT, _sq(100), False)])
-    dt = _dt([(1, CAT, _sq(0), 0.95), (1, DOG, _sq(0), 0.9), (1, CAT, _sq(100), 0.5)])
+    gt = gt_arrays([(1, CAT, _sq(0), False), (1, CAT, _sq(100), False)])
+    dt = det_arrays([(1, CAT, _sq(0), 0.95), (1, DOG, _sq(0), 0.9), (1, CAT, _sq(100), 0.5)])
     b = error_breakdown(gt, dt, 2)
     assert b["counts"]["classification"] == 1
     assert b["per_class"][CAT]["AP50_gain"]["classification"] == pytest.approx(0.0)

@@ -131,7 +131,8 @@ def _console_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
 
 
-@pytest.mark.skipif(_chromium() is None, reason="no chromium on PATH (.ci/run installs it as root: apt-get install chromium)")
+@pytest.mark.skipif(_chromium() is None,
+                    reason="no chromium on PATH (.ci/run installs it as root: apt-get install chromium)")
 def test_report_renders_in_headless_chromium_without_console_errors(report_dir, tmp_path):
     url = (report_dir / "index.html").resolve().as_uri()
     shot = tmp_path / "report.png"

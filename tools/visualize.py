@@ -16,6 +16,8 @@ images first (``<rank>_<image id>.jpg``), and a contact sheet of the worst --num
 it reads the last evaluation, OUTPUT_DIR/eval/<dataset>/detections.json, of each DATASETS.TEST.
 Detections below their class's best-F1 score threshold (or --score-thresh) are not drawn.
 """
+from __future__ import annotations
+
 import argparse
 import logging
 import os
@@ -79,7 +81,8 @@ def draw_data(cfg, name: str | None, augmented: bool, output: str, max_images: i
         try:
             if mapper is not None:
                 sample = mapper(rec, seed=k)
-                image, boxes, labels = _sample_to_bgr(sample, cfg.INPUT.FORMAT), sample["boxes"].numpy(), sample["labels"].numpy()
+                image = _sample_to_bgr(sample, cfg.INPUT.FORMAT)
+                boxes, labels = sample["boxes"].numpy(), sample["labels"].numpy()
                 ignore = np.zeros(len(labels), dtype=bool)
             else:
                 image = read_image(rec["file_name"], "BGR")

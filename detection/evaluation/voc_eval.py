@@ -44,7 +44,8 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-__all__ = ["voc_ap", "voc_match", "voc_eval_arrays", "voc_eval_coco", "coco_to_arrays", "image_groups", "GtArrays", "DetArrays"]
+__all__ = ["voc_ap", "voc_match", "voc_eval_arrays", "voc_eval_coco", "coco_to_arrays", "image_groups", "GtArrays",
+           "DetArrays"]
 
 #: Recall thresholds of the 11-point rule: the doubles nearest to 0, 0.1, ..., 1.0.
 RECALL_THRESHOLDS_11 = np.arange(11, dtype=np.float64) / 10.0

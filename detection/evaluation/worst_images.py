@@ -81,9 +81,9 @@ def write_worst_images(output_dir: str, ranking: list[dict], image_paths: dict, 
                        outcome, target, thresholds, class_names: list[str], num: int = 16,
                        sheet: int = 16) -> list[dict]:
     """Draw the ``num`` worst images of ``ranking`` into ``output_dir`` (``<rank>_<id>.jpg``)
-    and the first ``sheet`` of them into ``contact_sheet.jpg``. ``image_paths``: image id -> file. Images that cannot be read
-    are skipped with a warning. Returns the drawn entries of ``ranking`` with ``"file"`` added
-    (relative to ``output_dir``)."""
+    and the first ``sheet`` of them into ``contact_sheet.jpg``. ``image_paths``: image id ->
+    file. Images that cannot be read are skipped with a warning. Returns the drawn entries of
+    ``ranking`` with ``"file"`` (relative to ``output_dir``) and ``"source"`` added."""
     os.makedirs(output_dir, exist_ok=True)
     written, sheet_images, sheet_captions, skipped = [], [], [], 0
     for entry in ranking:
