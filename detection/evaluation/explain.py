@@ -36,6 +36,8 @@ def explain_detections(coco_gt: COCO, results: list[dict], category_ids, img_ids
     (as the VOC AP). ``score_thresh`` (None: per class, the best-F1 threshold of the class,
     else the overall one, else 0) selects the detections of the confusion matrix and drawings.
     """
+    if not 0.0 < iou_threshold <= 1.0:
+        raise ValueError(f"the confusion matrix's IoU threshold must be in (0, 1], got {iou_threshold}")
     gt, dt = coco_to_arrays(coco_gt.dataset, results, category_ids, img_ids)
     K = len(category_ids)
     curves, overall = f1_curves(voc)
