@@ -44,7 +44,6 @@ __all__ = ["ERROR_TYPES", "classify_detections", "error_breakdown", "plot_error_
 ERROR_TYPES = ["classification", "localization", "both", "duplicate", "background", "missed"]
 #: Outcome codes of :func:`classify_detections`.
 TP, IGNORED, CLS, LOC, BOTH, DUP, BKG = range(7)
-OUTCOME_NAMES = ["true positive", "ignored", "classification", "localization", "both", "duplicate", "background"]
 
 
 def _best_ious(gt: GtArrays, dt: DetArrays):

@@ -120,8 +120,8 @@ def _worst(folder: str, worst: list[dict]) -> str:
     if not worst:
         return '<p class="note">No image drawn (image files unknown or unreadable, or plots off).</p>'
     legend = "".join(_swatch(OUTCOME_COLORS[c], n) for c, n in (
-        (TP, "true positive"), (CLS, "classification"), (LOC, "localization"), (BOTH, "both"),
-        (DUP, "duplicate"), (BKG, "background"))) + _swatch(MISSED, "missed") + _swatch(FOUND, "found ground truth")
+        (TP, "true positive"), (CLS, "classification (cls)"), (LOC, "localization (loc)"), (BOTH, "both"),
+        (DUP, "duplicate (dup)"), (BKG, "background (bkg)"))) + _swatch(MISSED, "missed") + _swatch(FOUND, "found ground truth")
     parts = [f"<p>{legend}</p>", _image(folder, "worst/contact_sheet.jpg", "contact sheet of the worst images"),
              '<div class="grid">']
     for w in worst:

@@ -1,8 +1,9 @@
 """Ground truth and detections drawn by outcome, worst images first, and a contact sheet.
 
 Drawn: the detections with ``score >= `` their class's threshold, coloured by outcome
-(``error_types``: true positive green, classification red, localization orange, both purple,
-duplicate brown, background grey; detections on crowd boxes are not drawn); the ground truth
+(``error_types``: true positive green, classification red "cls", localization orange "loc",
+both purple "both", duplicate brown "dup", background grey "bkg"; detections on crowd boxes
+are not drawn); the ground truth
 thin green when a drawn true positive found it, thick blue ("missed") otherwise, crowd boxes
 thin grey. An image's error count is its drawn false positives plus its missed
 boxes; "worst first" sorts by that count (then by image id).
@@ -19,7 +20,7 @@ import numpy as np
 from detection.data.image_io import ImageReadError, read_image
 from detection.utils.visualize import contact_sheet, draw_boxes
 
-from .error_types import BKG, BOTH, CLS, DUP, IGNORED, LOC, OUTCOME_NAMES, TP
+from .error_types import BKG, BOTH, CLS, DUP, IGNORED, LOC, TP
 from .voc_eval import DetArrays, GtArrays
 
 __all__ = ["OUTCOME_COLORS", "rank_images", "draw_outcomes", "write_worst_images"]
@@ -30,6 +31,8 @@ logger = logging.getLogger(__name__)
 OUTCOME_COLORS = {TP: (0, 170, 0), CLS: (0, 0, 220), LOC: (0, 140, 255), BOTH: (180, 0, 180),
                   DUP: (40, 90, 140), BKG: (110, 110, 110)}
 FOUND, MISSED, CROWD = (150, 230, 150), (255, 110, 0), (190, 190, 190)
+#: Caption prefix of each false-positive type.
+SHORT = {CLS: "cls", LOC: "loc", BOTH: "both", DUP: "dup", BKG: "bkg"}
 
 
 def _drawn(gt: GtArrays, dt: DetArrays, outcome, target, thresholds):
@@ -70,8 +73,8 @@ def draw_outcomes(image_bgr: np.ndarray, image_id: int, gt: GtArrays, dt: DetArr
         else:
             captions.append(f"missed {class_names[gt.labels[j]]}"), colors.append(MISSED), thick.append(2)
     for i in d:
-        kind = "" if outcome[i] == TP else OUTCOME_NAMES[outcome[i]][:4] + " "
-        captions.append(f"{kind}{class_names[dt.labels[i]]} {dt.scores[i]:.2f}")
+        kind = SHORT.get(int(outcome[i]), "")
+        captions.append(f"{kind + ' ' if kind else ''}{class_names[dt.labels[i]]} {dt.scores[i]:.2f}")
         colors.append(OUTCOME_COLORS[int(outcome[i])])
         thick.append(2)
     return draw_boxes(image_bgr, boxes, captions, colors, thick)
@@ -85,7 +88,7 @@ def write_worst_images(output_dir: str, ranking: list[dict], image_paths: dict, 
     file. Images that cannot be read are skipped with a warning. Returns the drawn entries of
     ``ranking`` with ``"file"`` (relative to ``output_dir``) and ``"source"`` added."""
     os.makedirs(output_dir, exist_ok=True)
-    written, sheet_images, sheet_captions, skipped = [], [], [], 0
+    written, sheet_images, sheet_captions, skipped = [], [], [], []
     for entry in ranking:
         if len(written) >= num:
             break
@@ -95,8 +98,7 @@ def write_worst_images(output_dir: str, ranking: list[dict], image_paths: dict, 
                 raise ImageReadError(f"image id {entry['image_id']}: no file known")
             image = read_image(path, "BGR")
         except ImageReadError as e:
-            skipped += 1
-            logger.debug("worst images: skipping %s", e)
+            skipped.append(str(e))
             continue
         drawn = draw_outcomes(image, entry["image_id"], gt, dt, outcome, target, thresholds, class_names)
         name = f"{len(written) + 1:03d}_{entry['image_id']}.jpg"
@@ -106,7 +108,8 @@ def write_worst_images(output_dir: str, ranking: list[dict], image_paths: dict, 
             sheet_images.append(drawn)
             sheet_captions.append(f"#{len(written)} id {entry['image_id']}: {entry['errors']} errors")
     if skipped:
-        logger.warning("worst images: %d image(s) could not be read and were skipped", skipped)
+        logger.warning("worst images: %d image(s) could not be read and were skipped (first: %s); "
+                       "for a results file, --image-root says where the images are", len(skipped), skipped[0])
     if sheet_images:
         cv2.imwrite(os.path.join(output_dir, "contact_sheet.jpg"), contact_sheet(sheet_images, sheet_captions),
                     [cv2.IMWRITE_JPEG_QUALITY, 85])
