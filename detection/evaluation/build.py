@@ -25,7 +25,7 @@ def build_evaluator(cfg, info, records: List[dict], output_dir: Optional[str], *
         json_file = info.coco_json(records, output_dir) if output_dir else info.json_file
         if json_file is None:
             raise ValueError(f"dataset {info.name!r} has no ground-truth json and no output_dir to write one to")
-        image_paths = {int(r["image_id"]): r["file_name"] for r in records}
+        image_paths = {int(r["image_id"]): r["file_name"] for r in records if "file_name" in r}
         return DetectionEvaluator(json_file, info.class_names, info.category_ids, output_dir=output_dir,
                                   image_paths=image_paths, **explain_options)
     if kind == "loc":
