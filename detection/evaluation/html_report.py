@@ -25,7 +25,8 @@ th,td{border:1px solid #ddd;padding:3px 7px;text-align:right}th{background:#f3f3
 td:first-child,th:first-child{text-align:left}
 table.sortable th{cursor:pointer}table.sortable th:hover{background:#e4e4e4}
 .headline td{font-size:1.1em}.big{font-size:1.6em;font-weight:bold}
-img{max-width:100%;border:1px solid #eee}.grid{display:flex;flex-wrap:wrap;gap:8px}
+img{max-width:100%;border:1px solid #eee}.row{display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start}
+.row>a{flex:1 1 0;min-width:320px}.row img{width:100%}.grid{display:flex;flex-wrap:wrap;gap:8px}
 .grid figure{margin:0;width:280px}.grid figcaption{font-size:.8em}
 .swatch{display:inline-block;width:1em;height:1em;vertical-align:middle;margin:0 .3em 0 .8em}
 .note{color:#555;font-size:.85em}
@@ -93,8 +94,9 @@ def _class_table(metrics: dict, class_names: list[str], thresholds) -> str:
                  _cell(f1.get("precision")), _cell(f1.get("recall")), _cell(float(t), 3)]
         cells += [_cell(err.get(k)) for k in ERROR_TYPES]
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return ('<table class="sortable" id="per-class"><thead><tr>' + "".join(f"<th>{_e(h)}</th>" for h in head)
-            + "</tr></thead><tbody>" + "\n".join(rows) + "</tbody></table>")
+    return ('<div style="overflow-x:auto"><table class="sortable" id="per-class"><thead><tr>'
+            + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr></thead><tbody>" + "\n".join(rows)
+            + "</tbody></table></div>")
 
 
 def _headline(metrics: dict) -> str:
@@ -149,8 +151,8 @@ below. Click a header to sort.</p>
 {_class_table(metrics, class_names, thresholds)}
 <h2>Curves</h2>
 {_image(folder, "f1_curves.png", "precision, recall and F1 against score")}
-{_image(folder, "pr_curves.png", "precision-recall curves")}
-{_image(folder, "per_class_AP50.png", "per-class AP50")}
+<div class="row">{_image(folder, "pr_curves.png", "precision-recall curves")}
+{_image(folder, "per_class_AP50.png", "per-class AP50")}</div>
 <h2>Confusion matrix</h2>
 <p class="note">IoU {iou_threshold:g}; rows: ground truth, columns: prediction; background row: false positives,
 background column: missed boxes (counts in confusion_matrix.json).</p>
