@@ -10,6 +10,7 @@ model (MODEL.META_ARCHITECTURE PCRLocalizer) draws its top-5 classes, each with 
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 
@@ -18,6 +19,7 @@ import cv2
 from detection.data.image_io import ImageReadError, read_image
 from detection.engine.launch import default_parser, setup
 from detection.engine.predictor import Predictor
+from detection.evaluation.thresholds import saved_best_f1_threshold
 from detection.utils.io import write_json
 from detection.utils.visualize import draw_detections
 
@@ -39,16 +41,41 @@ def list_images(paths: list[str]) -> list[str]:
     return files
 
 
+def _score_thresh(text: str):
+    if text == "best":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'best', got {text!r}") from None
+
+
+def best_score_thresh(weights: str, output_dir: str, default: float = 0.5) -> float:
+    """The overall best-F1 threshold saved with the model's last evaluation, else ``default``."""
+    folders = [os.path.dirname(os.path.abspath(weights))] if weights else []
+    found = saved_best_f1_threshold(folders + [output_dir])
+    if found is None:
+        logger.warning("--score-thresh best: no evaluation with a best-F1 threshold found in %s "
+                       "(eval/*/metrics.json); using %.2f", " or ".join(folders + [output_dir]), default)
+        return default
+    logger.info("--score-thresh best: %.4f, the best-F1 threshold of %s", found[0], found[1])
+    return found[0]
+
+
 def main(argv=None) -> list[str]:
     parser = default_parser(__doc__, "INPUT.MIN_SIZE_TEST 600 INPUT.MAX_SIZE_TEST 1000 MODEL.DEVICE cuda")
     parser.add_argument("--weights", default=None, metavar="FILE", help="checkpoint (default: MODEL.WEIGHTS)")
     parser.add_argument("--input", nargs="+", required=True, metavar="PATH",
                         help="images, or folders whose images (jpg, png, bmp, tif, webp) are all read")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder for the drawn images and json files")
-    parser.add_argument("--score-thresh", type=float, default=0.5, metavar="T",
-                        help="draw and write detections with a score of at least this")
+    parser.add_argument("--score-thresh", type=_score_thresh, default=0.5, metavar="T",
+                        help="draw and write detections with a score of at least this; 'best': the best-F1 "
+                             "threshold of the model's last evaluation (eval/*/metrics.json next to the weights "
+                             "or in OUTPUT_DIR)")
     args = parser.parse_args(argv)
     cfg = setup(args)
+    if args.score_thresh == "best":
+        args.score_thresh = best_score_thresh(args.weights or cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR)
     predictor = Predictor(cfg, args.weights)
     os.makedirs(args.output, exist_ok=True)
     written = []
