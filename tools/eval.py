@@ -37,14 +37,16 @@ def main(argv=None) -> dict:
     if not args.config:
         parser.error("give --config (model mode) or --gt and --dt (results-file mode)")
     from detection.checkpoint import load_weights
+    from detection.engine.classes import resolve_classes
     from detection.engine.inference import evaluate
     from detection.modeling import build_model
 
     cfg = setup(args)
-    model = build_model(cfg)
     weights = args.weights if args.weights is not None else cfg.MODEL.WEIGHTS
     if not weights:
         parser.error("no weights: give --weights or MODEL.WEIGHTS")
+    cfg, _ = resolve_classes(cfg, cfg.DATASETS.TEST, weights)  # before anything is built
+    model = build_model(cfg)
     load_weights(model, weights)
     results = evaluate(cfg, model)
     logger.info("results: %s", json.dumps({n: {k: m.get(k) for k in ("AP50", "AP", "loc_err_gt")} for n, m in

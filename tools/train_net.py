@@ -16,6 +16,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detection.checkpoint import load_weights  # noqa: E402
 from detection.data import build_train_loader, get_dataset_info  # noqa: E402
+from detection.engine.checkpointer import Checkpointer  # noqa: E402
+from detection.engine.classes import classes_comment, resolve_classes  # noqa: E402
 from detection.engine.inference import evaluate  # noqa: E402
 from detection.engine.launch import default_parser, relaunch_with_torchrun, setup  # noqa: E402
 from detection.engine.trainer import Trainer  # noqa: E402
@@ -34,10 +36,11 @@ def main(argv=None) -> dict:
     if args.num_gpus > 1 and "RANK" not in os.environ:
         relaunch_with_torchrun(args.num_gpus)
     cfg = setup(args)
+    cfg, class_names = _check_classes(cfg, args)
     if comm.is_main_process():
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
-            f.write(cfg.dump())
+            f.write((classes_comment(class_names) if class_names else "") + cfg.dump())
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
         load_weights(model, cfg.MODEL.WEIGHTS)
@@ -53,6 +56,22 @@ def main(argv=None) -> dict:
     trainer.resume_or_start(args.resume)
     trainer.train()
     return {}
+
+
+def _check_classes(cfg, args):
+    """Resolve a class count of 0 from the data and stop on any mismatch, before anything is built.
+
+    Training: the training and test datasets must agree; MODEL.WEIGHTS may have other classes
+    (fine-tuning), the checkpoint --resume continues from may not. --eval-only: the test datasets
+    and MODEL.WEIGHTS must agree.
+    """
+    if args.eval_only:
+        return resolve_classes(cfg, cfg.DATASETS.TEST, cfg.MODEL.WEIGHTS)
+    cfg, names = resolve_classes(cfg, [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST], cfg.MODEL.WEIGHTS, fine_tune=True)
+    last = Checkpointer(cfg.OUTPUT_DIR, None).last_checkpoint() if args.resume else None
+    if last:
+        resolve_classes(cfg, cfg.DATASETS.TRAIN[:1], last)
+    return cfg, names
 
 
 def _headline(results: dict) -> dict:

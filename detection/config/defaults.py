@@ -54,7 +54,7 @@ SCHEMA = {
             "HEAD_CHANNELS": (0, "channels of the RPN 3x3 conv (0 = same as the trunk output)"),
         },
         "ROI_HEADS": {
-            "NUM_CLASSES": (80, "foreground classes; background is the extra last logit"),
+            "NUM_CLASSES": (80, "foreground classes; background is the extra last logit; 0 = as many as the training dataset has"),
             "IOU_THRESHOLD": (0.5, "proposals with IoU >= this are foreground"),
             "BG_IOU_LOW": (0.0, "background proposals have IoU in [BG_IOU_LOW, IOU_THRESHOLD) (0.1 in py-faster-rcnn)"),
             "BATCH_SIZE_PER_IMAGE": (512, "RoIs sampled per image for the head losses"),
@@ -73,7 +73,7 @@ SCHEMA = {
             "SMOOTH_L1_BETA": (0.0, "smooth-L1 beta of the head box loss (0 = L1)"),
         },
         "PCR": {
-            "NUM_CLASSES": (1000, "classes of the localization mode"),
+            "NUM_CLASSES": (1000, "classes of the localization mode; 0 = as many as the training dataset has"),
             "ANCHORS_PER_IMAGE": (8, "anchors sampled per image, positives:negatives 1:1"),
             "POSITIVE_FRACTION": (0.5, "fraction of the sampled anchors that are positive"),
             "IOU_THRESHOLDS": ([0.3, 0.7], "anchor negative below / positive at or above (IoU with a box of the image's class)"),

@@ -7,6 +7,8 @@ import torch
 from detection.checkpoint import load_weights
 from detection.modeling import build_model
 
+from .classes import resolve_classes
+
 
 def _chw(image: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
@@ -30,6 +32,7 @@ class Predictor:
             # A demo shows the whole image: test it densely rather than on a centre crop.
             cfg = copy.deepcopy(cfg)
             cfg.INPUT.LOC_TEST_MODE = "dense"
+        cfg = resolve_classes(cfg, weights=cfg.MODEL.WEIGHTS if weights is None else weights, fallback_dataset=True)[0]
         self.cfg = cfg
         self.model = build_model(cfg).eval()
         path = weights if weights is not None else cfg.MODEL.WEIGHTS
