@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detection.checkpoint import load_weights  # noqa: E402
 from detection.data import build_train_loader, get_dataset_info  # noqa: E402
+from detection.engine.best import known_metrics, metric_mode  # noqa: E402
 from detection.engine.checkpointer import Checkpointer  # noqa: E402
 from detection.engine.classes import classes_comment, resolve_classes  # noqa: E402
 from detection.engine.inference import evaluate  # noqa: E402
@@ -37,6 +38,8 @@ def main(argv=None) -> dict:
         relaunch_with_torchrun(args.num_gpus)
     cfg = setup(args)
     cfg, class_names = _check_classes(cfg, args)
+    if not args.eval_only:
+        _check_best_metric(cfg)
     if comm.is_main_process():
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
@@ -72,6 +75,17 @@ def _check_classes(cfg, args):
     if last:
         resolve_classes(cfg, cfg.DATASETS.TRAIN[:1], last)
     return cfg, names
+
+
+def _check_best_metric(cfg) -> None:
+    """TEST.BEST_METRIC must be a metric of the first test dataset's evaluator (checked before training)."""
+    metric_mode(cfg.TEST.BEST_METRIC, cfg.TEST.BEST_METRIC_MODE)
+    if not cfg.DATASETS.TEST:
+        return
+    kind = get_dataset_info(cfg, cfg.DATASETS.TEST[0]).evaluator_type
+    if cfg.TEST.BEST_METRIC not in known_metrics(kind):
+        raise ValueError(f"TEST.BEST_METRIC {cfg.TEST.BEST_METRIC!r} is not a metric of the {kind} evaluation of "
+                         f"{cfg.DATASETS.TEST[0]}; available: {', '.join(known_metrics(kind))}")
 
 
 def _headline(results: dict) -> dict:

@@ -113,6 +113,8 @@ SCHEMA = {
     "DATALOADER": {
         "NUM_WORKERS": (2, "loader worker processes per training process"),
         "ASPECT_RATIO_GROUPING": (True, "batch landscape images with landscape, portrait with portrait"),
+        "SAMPLER_TRAIN": ("TrainingSampler", "TrainingSampler (each image once per epoch) or RepeatFactorTrainingSampler (LVIS rule: images of rare classes repeated)"),
+        "REPEAT_THRESHOLD": (0.001, "RepeatFactorTrainingSampler: classes in fewer than this fraction of the images are repeated, by sqrt(threshold / fraction)"),
     },
     "SOLVER": {
         "IMS_PER_BATCH": (16, "images per iteration across all processes"),
@@ -135,6 +137,9 @@ SCHEMA = {
     "TEST": {
         "EVAL_PERIOD": (0, "evaluate every this many iterations (0 = only at the end)"),
         "IMS_PER_BATCH": (1, "images per inference batch per process"),
+        "BEST_METRIC": ("AP50", "metric of the first DATASETS.TEST whose best value keeps OUTPUT_DIR/model_best.pth (AP, AP50, loc_err_gt, ...)"),
+        "BEST_METRIC_MODE": ("auto", "max, min, or auto: min for error/loss metrics (name contains err or loss), else max"),
+        "PATIENCE": (0, "stop training after this many evaluations without a new best (0 = off)"),
     },
     "OUTPUT_DIR": ("./output", "checkpoints, logs, metrics and plots go here"),
     "SEED": (0, "global seed (<0: random)"),

@@ -50,7 +50,8 @@ class Checkpointer:
         self.scheduler = scheduler
         self.scaler = scaler
 
-    def save(self, name: str, iteration: int, **extra) -> str:
+    def save(self, name: str, iteration: int, pointer: bool = True, **extra) -> str:
+        """Write OUTPUT_DIR/<name>.pth; ``pointer``: make it the one ``--resume`` continues from."""
         model = self.model.module if hasattr(self.model, "module") else self.model
         data = {"model": model.state_dict(), "iteration": iteration, "rng": rng_state(), **extra}
         if self.optimizer is not None:
@@ -62,8 +63,9 @@ class Checkpointer:
         os.makedirs(self.output_dir, exist_ok=True)
         path = os.path.join(self.output_dir, f"{name}.pth")
         _atomic_write(path, lambda p: torch.save(data, p))
-        _atomic_write(os.path.join(self.output_dir, POINTER),
-                      lambda p: open(p, "w").write(os.path.basename(path)))
+        if pointer:
+            _atomic_write(os.path.join(self.output_dir, POINTER),
+                          lambda p: open(p, "w").write(os.path.basename(path)))
         logger.info("saved checkpoint %s (iteration %d)", path, iteration)
         return path
 
