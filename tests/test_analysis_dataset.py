@@ -1,7 +1,5 @@
 """tools/analyze.py dataset: class counts, resized box sizes and anchor coverage against brute force."""
-import importlib.util
 import math
-import os
 
 import numpy as np
 import pytest
@@ -12,9 +10,7 @@ from detection.analysis.dataset import coverage_shares, dataset_report, suggest_
 from detection.config import load_config
 from detection.data.records import make_record
 
-from tiny import tiny_opts
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tiny import QUICKSTART, load_tool, tiny_opts
 
 # Two image sizes; test resize 64 / 100: 100x150 -> 64x96 (scale 0.64), 40x40 -> 64x64 (scale 1.6).
 RECORDS = [
@@ -84,11 +80,9 @@ def test_suggested_anchors_are_quantiles_of_size_and_aspect():
 
 
 def test_analyze_dataset_command_writes_table_json_and_png(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("tool_analyze", os.path.join(ROOT, "tools", "analyze.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("analyze")
     opts = tiny_opts(tmp_path / "data", tmp_path / "out", 2)
-    res = tool.main(["dataset", "--config", os.path.join(ROOT, "configs", "quickstart.yaml"), "--output",
+    res = tool.main(["dataset", "--config", QUICKSTART, "--output",
                      str(tmp_path / "a"), *opts])
     assert (tmp_path / "a" / "dataset.json").is_file() and (tmp_path / "a" / "dataset.png").is_file()
     out = capsys.readouterr().out

@@ -1,6 +1,5 @@
 """YOLO (Ultralytics layout) datasets and tools/convert.py: reading rules, bad lines, lossless
 round trips, and training + evaluation through the tools."""
-import importlib.util
 import json
 import os
 
@@ -15,17 +14,8 @@ from detection.data.info import DatasetFormatError
 from detection.data.yolo import read_label_file
 
 from test_data_formats import voc_fixture
-from tiny import tiny_opts
+from tiny import QUICKSTART, load_tool, tiny_opts
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def yolo_fixture(root, labels: dict, names=("cat", "dog"), sizes=None, extra_yaml=None):
@@ -125,7 +115,7 @@ def _assert_same_records(a, b, atol=1e-3):
 def test_coco_to_yolo_to_coco_loses_nothing(tmp_path):
     cfg, train, _ = _synthetic(tmp_path)
     source = f"coco:{train.json_file}:{train.image_root}"
-    convert = _tool("convert").main
+    convert = load_tool("convert").main
     yolo = convert([source, "--to", "yolo", "--split", "train", "--output", str(tmp_path / "yolo")])
     coco = convert([yolo, "--to", "coco", "--split", "train", "--output", str(tmp_path / "coco")])
     original, info0 = get_dataset(source, cfg, is_train=False)
@@ -151,7 +141,7 @@ def test_coco_to_yolo_to_coco_loses_nothing(tmp_path):
 def test_voc_to_coco_keeps_boxes_classes_and_difficult(tmp_path):
     voc = voc_fixture(tmp_path)
     source = f"voc:{voc}:trainval"
-    coco = _tool("convert").main([source, "--to", "coco", "--split", "trainval", "--output", str(tmp_path / "c")])
+    coco = load_tool("convert").main([source, "--to", "coco", "--split", "trainval", "--output", str(tmp_path / "c")])
     data = json.load(open(coco.split(":")[1]))
     assert [i["file_name"] for i in data["images"]] == ["000005.jpg", "000007.jpg"]
     os.makedirs(coco.split(":")[2], exist_ok=True)
@@ -165,7 +155,7 @@ def test_voc_to_coco_keeps_boxes_classes_and_difficult(tmp_path):
 
 def test_yolo_dataset_trains_and_evaluates_like_its_coco_original(tmp_path):
     cfg, train, val = _synthetic(tmp_path)
-    convert = _tool("convert").main
+    convert = load_tool("convert").main
     ytrain = convert([f"coco:{train.json_file}:{train.image_root}", "--to", "yolo", "--split", "train",
                       "--output", str(tmp_path / "yolo")])
     yval = convert([f"coco:{val.json_file}:{val.image_root}", "--to", "yolo", "--split", "val",
@@ -173,11 +163,11 @@ def test_yolo_dataset_trains_and_evaluates_like_its_coco_original(tmp_path):
     assert set(yaml.safe_load(open(tmp_path / "yolo" / "data.yaml"))) == {"names", "train", "val"}
     opts = tiny_opts(tmp_path / "data", tmp_path / "out", 2, **{
         "MODEL.ROI_HEADS.NUM_CLASSES": 0, "DATASETS.TRAIN": f"['{ytrain}']", "DATASETS.TEST": f"['{yval}']"})
-    _tool("train_net").main(["--config", QUICKSTART, *opts])
+    load_tool("train_net").main(["--config", QUICKSTART, *opts])
     weights = str(tmp_path / "out" / "model_final.pth")
     rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     on_yolo = [r for r in rows if "AP50" in r][-1]
-    on_coco = _tool("eval").main(["--config", QUICKSTART, "--weights", weights,
+    on_coco = load_tool("eval").main(["--config", QUICKSTART, "--weights", weights,
                                   *tiny_opts(tmp_path / "data", tmp_path / "e", 2)])["synthetic_val"]
     assert on_yolo["AP50"] == pytest.approx(on_coco["AP50"], abs=1e-6)
     assert on_yolo["AP"] == pytest.approx(on_coco["AP"], abs=1e-6)

@@ -1,5 +1,4 @@
 """Best checkpoint and early stopping: TEST.BEST_METRIC / BEST_METRIC_MODE / PATIENCE, across --resume."""
-import importlib.util
 import json
 import math
 import os
@@ -10,17 +9,8 @@ import torch
 
 from detection.engine.best import BestMetric, metric_mode
 
-from tiny import tiny_opts
+from tiny import QUICKSTART, load_tool, tiny_opts
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_direction_comes_from_the_metric_name_unless_given():
@@ -67,7 +57,7 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("best")
     opts = tiny_opts(tmp / "data", tmp / "out", 8, **{"TEST.EVAL_PERIOD": 1, "TEST.PATIENCE": 2,
                                                        "SOLVER.CHECKPOINT_PERIOD": 1})
-    _tool("train_net").main(["--config", QUICKSTART, *opts])
+    load_tool("train_net").main(["--config", QUICKSTART, *opts])
     return tmp, opts
 
 
@@ -106,7 +96,7 @@ def test_resume_after_a_kill_keeps_the_best_value_and_the_patience_count(run, tm
     rows = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
     (killed / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r["iteration"] <= 2))
     resumed_opts = [o if o != str(out) else str(killed) for o in opts]
-    _tool("train_net").main(["--config", QUICKSTART, "--resume", *resumed_opts])
+    load_tool("train_net").main(["--config", QUICKSTART, "--resume", *resumed_opts])
     assert _evals(killed) == pytest.approx(_evals(out))
     for name in ("model_final.pth", "model_best.pth"):
         a = torch.load(out / name, weights_only=True)
@@ -114,7 +104,7 @@ def test_resume_after_a_kill_keeps_the_best_value_and_the_patience_count(run, tm
         assert a["iteration"] == b["iteration"] and a["best"] == b["best"], name
     # Resuming a run that stopped early trains nothing more.
     before = (killed / "model_final.pth").stat().st_mtime_ns
-    _tool("train_net").main(["--config", QUICKSTART, "--resume", *resumed_opts])
+    load_tool("train_net").main(["--config", QUICKSTART, "--resume", *resumed_opts])
     assert (killed / "model_final.pth").stat().st_mtime_ns == before
     assert "nothing to do; raise TEST.PATIENCE to continue" in (killed / "log.txt").read_text()
 
@@ -124,13 +114,13 @@ def test_eval_and_demo_take_model_best(run, tmp_path):
     out = tmp / "out"
     saved = torch.load(out / "model_best.pth", weights_only=True)
     eval_opts = tiny_opts(tmp / "data", tmp_path / "e", 8)
-    results = _tool("eval").main(["--config", QUICKSTART, "--weights", str(out / "model_best.pth"), *eval_opts])
+    results = load_tool("eval").main(["--config", QUICKSTART, "--weights", str(out / "model_best.pth"), *eval_opts])
     assert results["synthetic_val"]["AP50"] == pytest.approx(saved["best"]["value"], abs=1e-9)
     from detection.config import load_config
     from detection.data import get_dataset_info
 
     images = os.path.join(get_dataset_info(load_config(QUICKSTART, eval_opts), "synthetic_val").image_root, "val")
-    written = _tool("demo").main(["--config", QUICKSTART, "--weights", str(out / "model_best.pth"), "--input",
+    written = load_tool("demo").main(["--config", QUICKSTART, "--weights", str(out / "model_best.pth"), "--input",
                                   os.path.join(images, sorted(os.listdir(images))[0]), "--output",
                                   str(tmp_path / "demo"), *eval_opts])
     assert len(written) == 1
@@ -140,5 +130,5 @@ def test_unknown_best_metric_stops_training_at_start_up(tmp_path):
     opts = tiny_opts(tmp_path / "data", tmp_path / "out", 2, **{"TEST.BEST_METRIC": "mAP"})
     with pytest.raises(ValueError, match=r"TEST.BEST_METRIC 'mAP' is not a metric of the coco evaluation of "
                                          r"synthetic_val; available: AP, AP50"):
-        _tool("train_net").main(["--config", QUICKSTART, *opts])
+        load_tool("train_net").main(["--config", QUICKSTART, *opts])
     assert not (tmp_path / "out" / "model_final.pth").exists()

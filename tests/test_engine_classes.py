@@ -1,8 +1,6 @@
 """The class count follows the data: 0 is resolved from the dataset, a wrong explicit count or a
 checkpoint with other classes stops every tool at start-up, fine-tuning loads all but the class layers."""
-import importlib.util
 import json
-import os
 import time
 
 import numpy as np
@@ -12,18 +10,9 @@ import torch
 from detection.config import load_config
 from detection.engine.classes import ClassMismatchError, resolve_classes
 
-from tiny import tiny_opts
+from tiny import QUICKSTART, load_tool, tiny_opts
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
 SHAPES = ["circle", "square", "triangle", "cross", "ring", "star"]
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_coco_subset(src_json: str, image_root: str, out_json, keep: list[int]) -> str:
@@ -41,7 +30,7 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("classes")
     out = tmp / "out"
     opts = tiny_opts(tmp / "data", out, 2, **{"MODEL.ROI_HEADS.NUM_CLASSES": 0})
-    _tool("train_net").main(["--config", QUICKSTART, *opts])
+    load_tool("train_net").main(["--config", QUICKSTART, *opts])
     return tmp, out
 
 
@@ -61,7 +50,7 @@ def test_train_stops_at_start_up_on_a_wrong_explicit_count(trained, tmp_path, co
     opts = tiny_opts(tmp / "data", tmp_path / "out", 2, **{"MODEL.ROI_HEADS.NUM_CLASSES": count})
     start = time.perf_counter()
     with pytest.raises(ClassMismatchError) as e:
-        _tool("train_net").main(["--config", QUICKSTART, *opts])
+        load_tool("train_net").main(["--config", QUICKSTART, *opts])
     assert time.perf_counter() - start < 5
     msg = str(e.value)
     assert f"MODEL.ROI_HEADS.NUM_CLASSES is {count}" in msg and "has 6 classes" in msg
@@ -74,7 +63,7 @@ def test_eval_stops_on_a_wrong_count_and_on_a_checkpoint_of_other_classes(traine
     weights = str(out / "model_final.pth")
     opts = tiny_opts(tmp / "data", tmp_path / "e", 2, **{"MODEL.ROI_HEADS.NUM_CLASSES": 5})
     with pytest.raises(ClassMismatchError, match=r"NUM_CLASSES is 5 but dataset synthetic_val has 6 classes"):
-        _tool("eval").main(["--config", QUICKSTART, "--weights", weights, *opts])
+        load_tool("eval").main(["--config", QUICKSTART, "--weights", weights, *opts])
     cfg = load_config(QUICKSTART, tiny_opts(tmp / "data", tmp_path / "e", 2))
     from detection.data import get_dataset_info
 
@@ -83,7 +72,7 @@ def test_eval_stops_on_a_wrong_count_and_on_a_checkpoint_of_other_classes(traine
     opts = tiny_opts(tmp / "data", tmp_path / "e", 2, **{"MODEL.ROI_HEADS.NUM_CLASSES": 0,
                                                           "DATASETS.TEST": f"['{three}']"})
     with pytest.raises(ClassMismatchError) as e:
-        _tool("eval").main(["--config", QUICKSTART, "--weights", weights, *opts])
+        load_tool("eval").main(["--config", QUICKSTART, "--weights", weights, *opts])
     assert "trained on 6 classes [circle, square, triangle, cross, ring, star]" in str(e.value)
     assert "has 3 [circle, square, triangle]" in str(e.value)
 
@@ -131,7 +120,7 @@ def test_fine_tuning_a_six_class_checkpoint_on_three_classes_loads_all_but_the_c
         "MODEL.ROI_HEADS.NUM_CLASSES": 0, "MODEL.WEIGHTS": str(out / "model_final.pth"),
         "DATASETS.TRAIN": f"['{train3}']", "DATASETS.TEST": f"['{val3}']",
         "SOLVER.BASE_LR": 1e-12, "SOLVER.WEIGHT_DECAY": 0.0})
-    _tool("train_net").main(["--config", QUICKSTART, *opts])
+    load_tool("train_net").main(["--config", QUICKSTART, *opts])
     log = (tmp_path / "ft" / "log.txt").read_text()
     assert "trained on 6 classes" in log and "fine-tuning" in log
     assert "box predictor left as initialised: the file has 6 classes (+ background), the model 3" in log

@@ -1,28 +1,18 @@
 """The tools end to end on tiny synthetic data, through their entry points."""
-import importlib.util
 import json
 import os
 
 import pytest
 
-from tiny import tiny_opts
+from tiny import QUICKSTART, load_tool, tiny_opts
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tools")
     out = tmp / "out"
-    _tool("train_net").main(["--config", QUICKSTART, *tiny_opts(tmp / "data", out, 4)])
+    load_tool("train_net").main(["--config", QUICKSTART, *tiny_opts(tmp / "data", out, 4)])
     return tmp, out
 
 
@@ -46,7 +36,7 @@ def test_train_writes_checkpoints_logs_curves_and_evaluation(trained):
 
 def test_resume_continues_from_the_last_iteration(trained):
     tmp, out = trained
-    _tool("train_net").main(["--config", QUICKSTART, "--resume", *tiny_opts(tmp / "data", out, 6)])
+    load_tool("train_net").main(["--config", QUICKSTART, "--resume", *tiny_opts(tmp / "data", out, 6)])
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     iters = [r["iteration"] for r in rows if "total_loss" in r]
     assert iters == [1, 2, 3, 4, 5, 6]  # no iteration repeated, none skipped
@@ -55,7 +45,7 @@ def test_resume_continues_from_the_last_iteration(trained):
 def test_eval_and_results_file_mode_agree(trained, tmp_path):
     tmp, out = trained
     opts = tiny_opts(tmp / "data", tmp_path / "eval_out", 4)
-    results = _tool("eval").main(["--config", QUICKSTART, "--weights", str(out / "model_final.pth"), *opts])
+    results = load_tool("eval").main(["--config", QUICKSTART, "--weights", str(out / "model_final.pth"), *opts])
     metrics = results["synthetic_val"]
     eval_dir = tmp_path / "eval_out" / "eval" / "synthetic_val"
     on_disk = json.loads((eval_dir / "metrics.json").read_text())
@@ -67,7 +57,7 @@ def test_eval_and_results_file_mode_agree(trained, tmp_path):
     from detection.config import load_config
 
     info = get_dataset_info(load_config(QUICKSTART, opts), "synthetic_val")
-    again = _tool("eval").main(["--gt", info.json_file, "--dt", str(eval_dir / "detections.json"),
+    again = load_tool("eval").main(["--gt", info.json_file, "--dt", str(eval_dir / "detections.json"),
                                 "--output", str(tmp_path / "files")])
     assert again["AP50"] == pytest.approx(metrics["AP50"], abs=1e-6)
 
@@ -80,7 +70,7 @@ def test_demo_writes_drawn_images_and_json(trained, tmp_path):
 
     info = get_dataset_info(load_config(QUICKSTART, opts), "synthetic_val")
     images = os.path.join(info.image_root, "val")
-    written = _tool("demo").main(["--config", QUICKSTART, "--weights", str(out / "model_final.pth"),
+    written = load_tool("demo").main(["--config", QUICKSTART, "--weights", str(out / "model_final.pth"),
                                   "--input", images, "--output", str(tmp_path / "demo"), "--score-thresh", "0.0",
                                   *opts])
     assert len(written) == len([f for f in os.listdir(images)])

@@ -1,4 +1,10 @@
-"""A tiny detector on a tiny synthetic dataset: the config the engine and tools tests share."""
+"""A tiny detector on a tiny synthetic dataset: the config the engine and tools tests share, and
+the tools loaded as modules."""
+import importlib.util
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
 
 TINY_MODEL = [
     "MODEL.RESNETS.STAGE_BLOCKS", "[1, 1, 1, 1]", "MODEL.RESNETS.BLOCK", "basic",
@@ -25,3 +31,11 @@ def tiny_opts(root, output_dir, max_iter: int = 4, **extra) -> list[str]:
     for k, v in extra.items():
         opts += [k, str(v)]
     return opts
+
+
+def load_tool(name: str):
+    """tools/<name>.py as a module (its ``main(argv)`` runs the tool in this process)."""
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
