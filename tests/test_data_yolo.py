@@ -136,6 +136,10 @@ def test_coco_to_yolo_to_coco_loses_nothing(tmp_path):
         np.testing.assert_array_equal(first[0], second[0])
         np.testing.assert_allclose(first[1], second[1], atol=1e-7)
     assert yaml.safe_load(open(again.split(":")[1]))["names"] == info0.class_names
+    with pytest.raises(ValueError, match="would overwrite or mix with them"):  # never over the source images
+        convert([yolo, "--to", "yolo", "--split", "train", "--output", str(tmp_path / "yolo")])
+    with pytest.raises(ValueError, match="is the source annotation file"):
+        convert([coco, "--to", "coco", "--split", "train", "--output", str(tmp_path / "coco")])
 
 
 def test_voc_to_coco_keeps_boxes_classes_and_difficult(tmp_path):

@@ -101,6 +101,19 @@ def test_datasets_with_different_classes_stop_before_training(trained, tmp_path)
         resolve_classes(cfg, ["synthetic_train", three])
 
 
+def test_resume_stops_when_the_checkpoint_has_other_classes_than_the_data(trained, tmp_path):
+    tmp, out = trained
+    cfg = load_config(QUICKSTART, tiny_opts(tmp / "data", tmp_path, 2))
+    from detection.data import get_dataset_info
+
+    info = get_dataset_info(cfg, "synthetic_train")
+    three = write_coco_subset(info.json_file, info.image_root, tmp_path / "three.json", [1, 2, 3])
+    opts = tiny_opts(tmp / "data", out, 4, **{"MODEL.ROI_HEADS.NUM_CLASSES": 0, "DATASETS.TRAIN": f"['{three}']",
+                                              "DATASETS.TEST": f"['{three}']"})
+    with pytest.raises(ClassMismatchError, match=r"model_final.pth was trained on 6 classes .* has 3"):
+        load_tool("train_net").main(["--config", QUICKSTART, "--resume", *opts])
+
+
 def test_zero_without_data_or_named_checkpoint_asks_for_the_count(tmp_path):
     cfg = load_config(QUICKSTART, ["MODEL.ROI_HEADS.NUM_CLASSES", "0"])
     with pytest.raises(ClassMismatchError, match="set MODEL.ROI_HEADS.NUM_CLASSES to the number of classes"):

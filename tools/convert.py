@@ -42,7 +42,10 @@ def convert(source: str, to: str, output: str, split: str, copy_images: bool = F
         name = f"yolo:{path}:{split}"
     elif to == "coco":
         root = os.path.commonpath([os.path.dirname(r["file_name"]) for r in records]) if records else output
-        path = write_coco_json(records, info, os.path.join(output, "annotations", f"{split}.json"), image_root=root)
+        path = os.path.join(output, "annotations", f"{split}.json")
+        if info.json_file and os.path.abspath(info.json_file) == path:
+            raise ValueError(f"{path} is the source annotation file: choose another output folder")
+        write_coco_json(records, info, path, image_root=root)
         name = f"coco:{path}:{root}"
     else:
         raise ValueError(f"--to must be coco or yolo; got {to!r}")

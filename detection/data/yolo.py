@@ -7,7 +7,8 @@ The layout is read unchanged, with Ultralytics' rules:
   equal the number of names); ``path``, the dataset root (absolute; relative to the current
   directory if that exists, else to the yaml's folder; the yaml's folder when absent); ``train``,
   ``val``, ``test``: a folder of images (searched recursively), a .txt file listing images (one per
-  line, ``./`` = the txt's folder), or a list of those, each relative to ``path``.
+  line, ``./`` = the txt's folder, other relative lines relative to ``path``), or a list of those,
+  each relative to ``path``.
 * labels: the image path with the last ``/images/`` replaced by ``/labels/`` and the extension by
   ``.txt``; one object per line, ``class cx cy w h`` normalised to 0..1 by the image's width and
   height (a polygon ``class x1 y1 ... xk yk`` also works and becomes its bounding box).
@@ -204,6 +205,10 @@ def write_yolo(records: list[dict], info: DatasetInfo, out_dir: str, split: str,
     if data and _class_names(data, yaml_path) != list(info.class_names):
         raise DatasetFormatError(f"{yaml_path} already has other class names than {info.name}'s")
     common = os.path.commonpath([os.path.dirname(r["file_name"]) for r in records]) if records else ""
+    target = os.path.join(out_dir, "images", split)
+    if records and os.path.commonpath([common, target]) in (common, target):
+        raise ValueError(f"{info.name}: the images are under {common}; writing {target} would overwrite or "
+                         "mix with them: choose another output folder")
     dropped = 0
     for r in records:
         rel = os.path.relpath(r["file_name"], common)

@@ -98,7 +98,8 @@ def resolve_classes(cfg, datasets: Sequence[str] = (), weights: str = "", fine_t
     weights: a checkpoint; if it is ours its saved class names must equal the datasets' (and the
         count when there are no datasets), unless ``fine_tune``, where other classes are expected
         (its class-specific layers are then left as initialised by ``load_weights``).
-    fallback_dataset: with neither datasets nor saved names, try ``DATASETS.TRAIN[0]`` (the Predictor).
+    fallback_dataset: for a count of 0 with neither datasets nor saved names, take the classes of
+        ``DATASETS.TRAIN[0]`` (the Predictor; an explicit count is then taken as it is).
 
     A count of 0 becomes the number of classes found; an explicit count must equal it. Raises
     :class:`ClassMismatchError` naming both sides and the fix.
@@ -120,7 +121,7 @@ def resolve_classes(cfg, datasets: Sequence[str] = (), weights: str = "", fine_t
                        "although they were trained for other classes")
     if names is None and saved is not None:
         names, source = saved, f"the checkpoint {weights}"
-    if names is None and fallback_dataset and cfg.DATASETS.TRAIN:
+    if names is None and fallback_dataset and given == 0 and cfg.DATASETS.TRAIN:
         try:
             names, source = _dataset_names(cfg, cfg.DATASETS.TRAIN[:1])
         except (OSError, ValueError, KeyError):  # no dataset on this machine
