@@ -16,22 +16,25 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
-
-from detection.data.synthetic import SyntheticSpec, ensure_synthetic  # noqa: E402
+from detection.data.synthetic import SyntheticSpec, ensure_synthetic
+from detection.engine.launch import HelpFormatter
 
 
 def main(argv=None) -> int:
     defaults = SyntheticSpec()
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", required=True, help="data root (DATASETS.ROOT)")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--root", required=True, metavar="DIR", help="data root (DATASETS.ROOT)")
     p.add_argument("--kind", choices=("det", "loc", "both"), default="det",
                    help="det: detection set (synthetic_train/val); loc: localization set (synthetic_loc_train/val)")
-    p.add_argument("--num-train", type=int, default=defaults.num_train)
-    p.add_argument("--num-val", type=int, default=defaults.num_val)
-    p.add_argument("--image-size", type=int, default=defaults.image_size, help="longer side in pixels")
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--format", choices=("jpg", "png"), default=defaults.image_format)
+    p.add_argument("--num-train", type=int, default=defaults.num_train, metavar="N",
+                   help="training images (DATASETS.SYNTHETIC.NUM_TRAIN)")
+    p.add_argument("--num-val", type=int, default=defaults.num_val, metavar="N",
+                   help="validation images (DATASETS.SYNTHETIC.NUM_VAL)")
+    p.add_argument("--image-size", type=int, default=defaults.image_size, metavar="PX",
+                   help="longer side in pixels (DATASETS.SYNTHETIC.IMAGE_SIZE)")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="generator seed (DATASETS.SYNTHETIC.SEED)")
+    p.add_argument("--format", choices=("jpg", "png"), default=defaults.image_format,
+                   help="image file format (DATASETS.SYNTHETIC.IMAGE_FORMAT)")
     args = p.parse_args(argv)
     for kind in (("det", "loc") if args.kind == "both" else (args.kind,)):
         spec = SyntheticSpec(kind, args.num_train, args.num_val, args.image_size, args.seed, args.format)

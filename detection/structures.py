@@ -7,6 +7,11 @@ import torch
 import torch.nn.functional as F
 
 
+def ceil_to_multiple(value: int, divisor: int) -> int:
+    """``value`` rounded up to a multiple of ``divisor`` (``divisor`` <= 1: unchanged)."""
+    return -(-value // divisor) * divisor if divisor > 1 else value
+
+
 @dataclass
 class ImageList:
     """A batch of images padded to one size.
@@ -19,16 +24,14 @@ class ImageList:
     image_sizes: list[tuple[int, int]]
 
     @staticmethod
-    def from_tensors(images: list[torch.Tensor], size_divisibility: int = 0, pad_value: float = 0.0) -> "ImageList":
+    def from_tensors(images: list[torch.Tensor], size_divisibility: int = 0, pad_value: float = 0.0) -> ImageList:
         """Pad (C, h, w) tensors to the largest size, rounded up to ``size_divisibility``."""
         if not images:
             raise ValueError("ImageList.from_tensors needs at least one image")
         sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         max_h = max(h for h, _ in sizes)
         max_w = max(w for _, w in sizes)
-        if size_divisibility > 1:
-            max_h = -(-max_h // size_divisibility) * size_divisibility
-            max_w = -(-max_w // size_divisibility) * size_divisibility
+        max_h, max_w = ceil_to_multiple(max_h, size_divisibility), ceil_to_multiple(max_w, size_divisibility)
         if len(images) == 1:  # no copy into a new buffer: a single pad call
             h, w = sizes[0]
             tensor = F.pad(images[0], (0, max_w - w, 0, max_h - h), value=pad_value).unsqueeze(0)

@@ -1,11 +1,7 @@
 import logging
-import os
-import sys
 
 import pytest
 import torch
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tests/tiny.py
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import json
 import math
 from fractions import Fraction
 import os
-import sys
 
 import pytest
 import torch
@@ -14,6 +13,7 @@ import torch.nn.functional as F
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from norms import randomise_norms
+from tool_scripts import load_tool
 
 from detection.analysis import (DetectorAP50, PathForward, backbone_summary, block_kind, branch_responses,
                                 conv_macs, deletion_pool, detector_summary, lesion_study, lesioned, paper_name,
@@ -21,11 +21,9 @@ from detection.analysis import (DetectorAP50, PathForward, backbone_summary, blo
 from detection.analysis.paths import block_chain, chain_input, effective_paths, random_projection
 from detection.config import get_default_config, load_config
 from detection.modeling import build_model
-from detection.modeling.backbone import build_resnet
+from detection.modeling import build_resnet
 from detection.modeling.backbone.resnet import make_stage
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -380,8 +378,7 @@ def test_detector_summary_totals(det):
 
 # --------------------------------------------------------------------------------------------- CLI
 def test_cli(det, tmp_path, capsys):
-    import analyze
-
+    analyze = load_tool("analyze")
     cfg, model, root = det
     weights = str(tmp_path / "w.pth")
     torch.save({"model": model.state_dict()}, weights)

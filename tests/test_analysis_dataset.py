@@ -10,7 +10,8 @@ from detection.analysis.dataset import coverage_shares, dataset_report, suggest_
 from detection.config import load_config
 from detection.data.records import make_record
 
-from tiny import QUICKSTART, load_tool, tiny_opts
+from tiny import QUICKSTART, tiny_opts
+from tool_scripts import load_tool
 
 # Two image sizes; test resize 64 / 100: 100x150 -> 64x96 (scale 0.64), 40x40 -> 64x64 (scale 1.6).
 RECORDS = [

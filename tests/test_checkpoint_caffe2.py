@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from detection.checkpoint import load_weights, read_checkpoint
 from detection.config import load_config
-from detection.modeling.backbone import build_resnet
+from detection.modeling import build_resnet
 
 EPS = 1e-5
 C2_BRANCH = {"conv1": "branch2a", "conv2": "branch2b", "conv3": "branch2c", "shortcut": "branch1"}

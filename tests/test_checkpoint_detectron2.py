@@ -13,7 +13,7 @@ import torch.nn as nn
 from detection.checkpoint import (WeightLoadError, convert_checkpoint, load_weights, match_checkpoint,
                                   read_checkpoint)
 from detection.config import load_config
-from detection.modeling.backbone import build_c4_backbone, build_resnet
+from detection.modeling import build_c4_backbone, build_resnet
 
 # A slim bottleneck ResNet (R-50's names and layout, 2 blocks a stage, 1/8 width): fast, and every name kind.
 SMALL = ["MODEL.RESNETS.STAGE_BLOCKS", "[2, 2, 2, 2]", "MODEL.RESNETS.BLOCK", "bottleneck",

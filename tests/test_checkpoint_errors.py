@@ -9,7 +9,7 @@ import torch.nn as nn
 from detection.checkpoint import (CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, WeightLoadError,
                                   group_names, load_weights, read_checkpoint)
 from detection.config import load_config
-from detection.modeling.backbone import build_resnet
+from detection.modeling import build_resnet
 
 
 SLIM = ["MODEL.RESNETS.STAGE_BLOCKS", "[1, 1, 1, 1]", "MODEL.RESNETS.BLOCK", "bottleneck",

@@ -6,7 +6,7 @@ import torchvision
 
 from detection.checkpoint import WeightLoadError, load_weights, read_checkpoint
 from detection.config import load_config
-from detection.modeling.backbone import build_c4_backbone, build_resnet
+from detection.modeling import build_c4_backbone, build_resnet
 
 
 def _randomise_bn(model: nn.Module, seed: int = 0) -> None:

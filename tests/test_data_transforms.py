@@ -7,9 +7,10 @@ import torch
 from PIL import Image
 
 from detection.config.config import load_config
-from detection.data import (DatasetMapper, boxes_to_original, build_test_transform, data_stats, resize_image,
+from detection.data import (DatasetMapper, data_stats, resize_image,
                             resize_shortest_edge_size)
 from detection.data.records import make_record
+from detection.modeling.box_ops import to_original
 
 
 def make_cfg(*opts):
@@ -170,15 +171,17 @@ def test_loc_crop_keeps_boxes_on_object_and_counts_drops(tmp_path):
 def test_test_transforms_and_mapping_back(tmp_path):
     img = np.zeros((150, 230, 3), np.uint8)
     cfg = make_cfg("INPUT.MIN_SIZE_TEST", "300", "INPUT.MAX_SIZE_TEST", "400")
-    assert build_test_transform(cfg)(img).shape == (261, 400, 3)
+    assert DatasetMapper(cfg, is_train=False).map_image(img)["image"].shape == (3, 261, 400)
     loc_cfg = make_cfg("INPUT.LOC_TEST_SIZES", "[128]", "INPUT.CROP_SIZE", "112")
-    assert build_test_transform(loc_cfg, loc=True)(img).shape == (112, 112, 3)
+    one_crop = DatasetMapper(loc_cfg, is_train=False, loc=True).map_image(img)
+    assert one_crop["image"].shape == (3, 112, 112)
+    assert one_crop["resized_size"] == (128, 196) and one_crop["crop_origin"] == (42, 8)
     dense = make_cfg("INPUT.LOC_TEST_SIZES", "[128]", "INPUT.LOC_TEST_MODE", "dense")
-    assert build_test_transform(dense, loc=True)(img).shape == (128, 196, 3)
+    assert DatasetMapper(dense, is_train=False, loc=True).map_image(img)["image"].shape == (3, 128, 196)
 
     record = box_image(tmp_path, box=(90, 40, 140, 110))
     for c, loc in ((cfg, False), (loc_cfg, True)):
         out = DatasetMapper(c, is_train=False, loc=loc)(record)
-        back = boxes_to_original(out["boxes"], out)
+        back = to_original(out["boxes"], out, tuple(out["image"].shape[-2:]))
         np.testing.assert_allclose(back.numpy(), [[90, 40, 140, 110]], atol=1e-3)
         np.testing.assert_allclose(out["boxes"][0].numpy(), nonzero_bounds(out["image"]), atol=1.5)

@@ -14,7 +14,8 @@ from detection.data.info import DatasetFormatError
 from detection.data.yolo import read_label_file
 
 from test_data_formats import voc_fixture
-from tiny import QUICKSTART, load_tool, tiny_opts
+from tiny import QUICKSTART, tiny_opts
+from tool_scripts import load_tool
 
 
 

@@ -57,7 +57,7 @@ def test_checkpoint_pointer_and_rng_roundtrip(tmp_path):
     ck.save("model_0000007", 7, class_names=["a"])
     expected = torch.rand(5)  # what the RNG gives right after the save
     assert ck.last_checkpoint() == str(tmp_path / "model_0000007.pth")
-    assert not [f for f in os.listdir(tmp_path) if ".tmp." in f]  # no temporary left behind
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000007.pth"]  # no temporary left behind
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)

@@ -9,7 +9,8 @@ import torch
 
 from detection.engine.best import BestMetric, metric_mode
 
-from tiny import QUICKSTART, load_tool, tiny_opts
+from tiny import QUICKSTART, tiny_opts
+from tool_scripts import load_tool
 
 
 

@@ -10,7 +10,8 @@ import torch
 from detection.config import load_config
 from detection.engine.classes import ClassMismatchError, resolve_classes
 
-from tiny import QUICKSTART, load_tool, tiny_opts
+from tiny import QUICKSTART, tiny_opts
+from tool_scripts import load_tool
 
 SHAPES = ["circle", "square", "triangle", "cross", "ring", "star"]
 

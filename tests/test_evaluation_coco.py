@@ -1,4 +1,5 @@
-"""DetectionEvaluator / evaluate_files against pycocotools run directly in the test."""
+"""DetectionEvaluator / evaluate_files against pycocotools run directly in the test, and
+tools/eval.py's results-file mode."""
 
 import contextlib
 import copy
@@ -12,8 +13,9 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from tool_scripts import load_tool
+
 from detection.evaluation import DetectionEvaluator, evaluate_files
-from detection.evaluation.cli import main as cli_main
 
 CAT_IDS = [3, 7, 12, 40]  # original, non-contiguous ids; 40 has no ground truth
 NAMES = ["cat", "dog", "car", "kite"]
@@ -253,9 +255,40 @@ def test_evaluate_files_end_to_end(tmp_path, capsys):
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["AP50"] == m["AP50"]
     assert (tmp_path / "out" / "report.txt").exists()
-    # main(): exit status 0, files next to --dt by default
-    assert cli_main(["--gt", str(tmp_path / "gt.json"), "--dt", str(tmp_path / "dt.json"), "--no-plot"]) == 0
+    # tools/eval.py: files next to --dt by default, no plots with --no-plot
+    eval_tool = load_tool("eval")
+    again = eval_tool.main(["--gt", str(tmp_path / "gt.json"), "--dt", str(tmp_path / "dt.json"), "--no-plot"])
+    assert again["AP50"] == m["AP50"]
     assert json.loads((tmp_path / "metrics.json").read_text())["AP50"] == m["AP50"]
+    assert not (tmp_path / "pr_curves.png").exists()
+    # --output, or the OUTPUT_DIR override (the one override results-file mode honours)
+    for args in (["--output", str(tmp_path / "o1")], ["OUTPUT_DIR", str(tmp_path / "o2")]):
+        eval_tool.main(["--gt", str(tmp_path / "gt.json"), "--dt", str(tmp_path / "dt.json"), *args])
+    for d in ("o1", "o2"):
+        assert json.loads((tmp_path / d / "metrics.json").read_text())["AP50"] == m["AP50"]
+        assert (tmp_path / d / "pr_curves.png").stat().st_size > 0
+
+
+def _exit_status_and_message(capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        load_tool("eval").main(argv)
+    return e.value.code, capsys.readouterr().err
+
+
+def test_eval_results_file_mode_rejects_overrides_it_cannot_honour(tmp_path, capsys):
+    gt = make_gt(7)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "dt.json").write_text(json.dumps(make_outputs(gt, 7)[1]))
+    files = ["--gt", str(tmp_path / "gt.json"), "--dt", str(tmp_path / "dt.json")]
+    code, err = _exit_status_and_message(capsys, [*files, "TEST.IMS_PER_BATCH", "4", "OUTPUT_DIR", str(tmp_path)])
+    assert code == 2 and "TEST.IMS_PER_BATCH" in err and "OUTPUT_DIR" in err
+    code, err = _exit_status_and_message(capsys, [*files, "--weights", "w.pth"])
+    assert code == 2 and "--weights" in err
+    code, err = _exit_status_and_message(capsys, [*files, "--output", str(tmp_path / "a"), "OUTPUT_DIR", "b"])
+    assert code == 2 and "disagree" in err
+    code, err = _exit_status_and_message(capsys, ["--gt", str(tmp_path / "gt.json")])
+    assert code == 2 and "--gt and --dt go together" in err
+    assert not (tmp_path / "metrics.json").exists()  # nothing was evaluated
 
 
 def test_evaluate_files_errors_name_the_problem(tmp_path, capsys):
@@ -279,12 +312,14 @@ def test_evaluate_files_errors_name_the_problem(tmp_path, capsys):
         evaluate_files(tmp_path / "gt.json", unknown, None, verbose=False)
     nobox = tmp_path / "nobox.json"
     nobox.write_text(json.dumps([{"image_id": 100, "category_id": 3, "score": 0.5}]))
-    with pytest.raises(ValueError, match=r"entry #0 has no 'bbox'"):
+    with pytest.raises(ValueError, match=r"entry #0 \(image_id 100\): has no 'bbox'"):
         evaluate_files(tmp_path / "gt.json", nobox, None, verbose=False)
     with pytest.raises(FileNotFoundError, match="nope.json"):
         evaluate_files(tmp_path / "gt.json", tmp_path / "nope.json", None, verbose=False)
-    assert cli_main(["--gt", str(tmp_path / "gt.json"), "--dt", str(unknown), "--no-plot"]) == 2
-    assert "555" in capsys.readouterr().err
+    code, err = _exit_status_and_message(capsys, ["--gt", str(tmp_path / "gt.json"), "--dt", str(unknown)])
+    assert code == 2 and "unknown.json" in err and "555" in err
+    code, err = _exit_status_and_message(capsys, ["--gt", str(tmp_path / "gt.json"), "--dt", str(tmp_path / "nope")])
+    assert code == 2 and "nope" in err
 
 
 # ------------------------------------------------------------------ two processes (gloo)

@@ -21,12 +21,9 @@ def dense(boxes_by_class, default=BAD):
 
 
 def image(gt_class, ranking, boxes_by_class, gt_box=GOOD):
-    return {
-        "gt_boxes": torch.tensor([gt_box]),
-        "gt_labels": torch.tensor([gt_class]),
-        "topk_labels": torch.tensor(ranking),
-        "boxes_per_class": dense(boxes_by_class),
-    }
+    """(ground-truth boxes and labels, model output) of one image."""
+    gt = {"boxes": torch.tensor([gt_box]), "labels": torch.tensor([gt_class])}
+    return gt, {"topk_labels": torch.tensor(ranking), "boxes_per_class": dense(boxes_by_class)}
 
 
 def test_hand_made_cases():
@@ -40,8 +37,9 @@ def test_hand_made_cases():
         # 4: true class at rank 3 with a good box -> top-5 right, top-1 wrong
         4: image(3, [0, 1, 3, 4, 5], {3: GOOD}),
     }
-    ev = LocalizationEvaluator(output_dir=None, verbose=False)
-    ev.process(list(cases), list(cases.values()))
+    records = [{"image_id": i, **gt} for i, (gt, _) in cases.items()]
+    ev = LocalizationEvaluator(records, output_dir=None, verbose=False)
+    ev.process(list(cases), [out for _, out in cases.values()])
     m = ev.evaluate()
     # per image (gt_ok, loc1, loc5, cls1, cls5):
     #   1: T T T T T   2: F F F T T   3: T F F F F   4: T F T F T
@@ -73,26 +71,20 @@ def test_verdict_details():
     assert v[:5] == (True, False, False, False, False)
 
 
-def test_scores_instead_of_ranking_and_json_ground_truth(tmp_path):
-    gt = {
-        "images": [{"id": 11}, {"id": 12}],
-        "categories": [{"id": 100 + c, "name": f"c{c}"} for c in range(K)],
-        "annotations": [
-            {"id": 1, "image_id": 11, "category_id": 104, "bbox": [10, 10, 40, 40]},  # class 4, xyxy GOOD
-            {"id": 2, "image_id": 12, "category_id": 106, "bbox": [10, 10, 40, 40]},
-        ],
-    }
-    (tmp_path / "gt.json").write_text(json.dumps(gt))
-    ev = LocalizationEvaluator(str(tmp_path / "gt.json"), category_ids=[100 + c for c in range(K)],
-                               output_dir=str(tmp_path / "out"), verbose=False)
+def test_scores_instead_of_ranking_and_bf16_outputs(tmp_path):
+    records = [{"image_id": 11, "boxes": np.array([GOOD]), "labels": np.array([4])},
+               {"image_id": 12, "boxes": np.array([GOOD]), "labels": np.array([6])},
+               {"image_id": 13, "boxes": np.zeros((0, 4)), "labels": np.zeros(0, np.int64)}]  # no box: skipped
+    ev = LocalizationEvaluator(records, output_dir=str(tmp_path / "out"), verbose=False)
     s1 = torch.zeros(K)
     s1[4] = 5.0  # class 4 first
     s2 = torch.arange(K, dtype=torch.float32)  # ranking 9, 8, 7, 6, 5: class 6 at rank 4
-    outs = [{"scores": s1, "boxes_per_class": dense({4: GOOD})}, {"scores": s2, "boxes_per_class": dense({6: GOOD})}]
-    ev.process(torch.tensor([11, 12]), outs)
+    outs = [{"scores": s1.bfloat16(), "boxes_per_class": dense({4: GOOD}).bfloat16()},
+            {"scores": s2, "boxes_per_class": dense({6: GOOD})}, {"scores": s2, "boxes_per_class": dense({})}]
+    ev.process(torch.tensor([11, 12, 13]), outs)
     ev.process([11], outs[:1])  # repeated image counts once
     m = ev.evaluate()
-    assert m["num_images"] == 2
+    assert m["num_images"] == 2 and m["num_images_skipped"] == 1
     assert (m["loc_err_gt"], m["loc_err_top1"], m["loc_err_top5"]) == (0.0, 50.0, 0.0)
     assert (m["cls_err_top1"], m["cls_err_top5"]) == (50.0, 0.0)
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
@@ -117,14 +109,14 @@ def test_build_evaluator_loc_uses_records(tmp_path):
 
     records = [{"image_id": 7, "boxes": np.array([GOOD], np.float32), "labels": np.array([2]),
                 "ignore": np.array([False])}]
-    ev = build_evaluator(None, _Info("loc"), records, str(tmp_path))
+    ev = build_evaluator(_Info("loc"), records, str(tmp_path))
     assert isinstance(ev, LocalizationEvaluator)
     ev.verbose = False
     ev.process([7], [{"topk_labels": [1, 2, 3, 4, 5], "boxes_per_class": {1: BAD, 2: GOOD, 3: BAD, 4: BAD, 5: BAD}}])
     m = ev.evaluate()
     assert (m["loc_err_gt"], m["loc_err_top1"], m["loc_err_top5"], m["cls_err_top1"], m["cls_err_top5"]) == (
         0.0, 100.0, 0.0, 100.0, 0.0)
-    det = build_evaluator(None, _Info("voc", json_file="gt.json"), records, str(tmp_path))
+    det = build_evaluator(_Info("voc", json_file="gt.json"), records, str(tmp_path))
     assert isinstance(det, DetectionEvaluator) and det.json_file == "gt.json"
     with pytest.raises(ValueError, match="unknown evaluator_type"):
-        build_evaluator(None, _Info("seg"), records, str(tmp_path))
+        build_evaluator(_Info("seg"), records, str(tmp_path))

@@ -4,8 +4,15 @@ import os
 
 import pytest
 
-from tiny import QUICKSTART, load_tool, tiny_opts
+from detection.config import load_config
+from detection.engine.inference import evaluate
+from detection.modeling import build_model
 
+from tiny import tiny_opts
+from tool_scripts import load_tool
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +93,12 @@ def test_demo_writes_drawn_images_and_json(trained, tmp_path):
             x1, y1, x2, y2 = d["box"]
             assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h  # original-image pixels
             assert d["class"] == info.class_names[d["label"]]
+
+
+def test_a_detector_on_a_localization_dataset_is_a_clear_error(tmp_path):
+    """The model decides detection vs localization; a mismatched test set stops before inference."""
+    cfg = load_config("configs/quickstart.yaml", tiny_opts(tmp_path / "data", tmp_path / "out") + [
+        "DATASETS.TEST", "['synthetic_loc_val']", "DATASETS.SYNTHETIC.NUM_VAL", "2"])
+    with pytest.raises(ValueError, match=r"'synthetic_loc_val' is a localization dataset but the model "
+                                         r"\(FasterRCNN\) is a detection model"):
+        evaluate(cfg, build_model(cfg))

@@ -1,6 +1,4 @@
-"""A tiny detector on a tiny synthetic dataset: the config the engine and tools tests share, and
-the tools loaded as modules."""
-import importlib.util
+"""A tiny detector on a tiny synthetic dataset: the config the engine and tools tests share."""
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,11 +29,3 @@ def tiny_opts(root, output_dir, max_iter: int = 4, **extra) -> list[str]:
     for k, v in extra.items():
         opts += [k, str(v)]
     return opts
-
-
-def load_tool(name: str):
-    """tools/<name>.py as a module (its ``main(argv)`` runs the tool in this process)."""
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

@@ -30,28 +30,29 @@ with MODEL.RESNETS.RESIDUAL False.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import torch
 
-from detection.analysis import common, lesion, paths, plots, responses, summary  # noqa: E402
-from detection.config import load_config  # noqa: E402
+from detection.analysis import common, lesion, paths, plots, responses, summary
+from detection.analysis.dataset import dataset_report
+from detection.config import load_config
+from detection.data import get_dataset
+from detection.engine.events import read_metrics
+from detection.engine.launch import HelpFormatter, add_config_argument, add_overrides_argument
+from detection.modeling.backbone.resnet import resnet_spec
+from detection.utils.io import write_json
+
+TRAIN_NET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_net.py")
 
 logger = logging.getLogger("detection.analysis")
 
 
 def _write_json(path: str, data) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, default=lambda o: o if isinstance(o, (int, float, str)) else str(o))
-    os.replace(tmp, path)
-    return path
+    return write_json(path, data, indent=1, default=lambda o: o if isinstance(o, (int, float, str)) else str(o))
 
 
 def _out_dir(args, cfg) -> str:
@@ -173,7 +174,7 @@ def cmd_degradation(args) -> dict:
         run_dir = os.path.join(out, os.path.splitext(os.path.basename(path))[0])
         metrics = os.path.join(run_dir, "metrics.jsonl")
         if not args.plot_only:
-            cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config", path,
+            cmd = [sys.executable, TRAIN_NET, "--config", path,
                    *(["--resume"] if args.resume else []), *args.opts, "OUTPUT_DIR", run_dir]
             print("$ " + " ".join(cmd), flush=True)
             env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
@@ -186,7 +187,7 @@ def cmd_degradation(args) -> dict:
         curves = plots.loss_curves(mpath)
         its, vals = curves["total_loss"]
         tail = vals[-max(1, len(vals) // 10):]
-        evals = [r for r in plots.read_metrics(mpath) if "AP50" in r]
+        evals = [r for r in read_metrics(mpath) if "AP50" in r]
         result[label] = {"metrics": mpath, "iterations": its[-1] if its else 0,
                          "final_total_loss": sum(tail) / len(tail) if tail else float("nan"),
                          "final_losses": {k: sum(v[-len(tail):]) / len(tail) for k, (_, v) in curves.items()},
@@ -201,9 +202,6 @@ def cmd_degradation(args) -> dict:
 
 
 def cmd_dataset(args) -> dict:
-    from detection.analysis.dataset import dataset_report
-    from detection.data import get_dataset
-
     cfg = load_config(args.config or None, args.opts)
     name = args.dataset or cfg.DATASETS.TRAIN[0]
     records, info = get_dataset(name, cfg, is_train=False)
@@ -235,8 +233,6 @@ def cmd_dataset(args) -> dict:
 
 
 def _depth_label(cfg) -> str:
-    from detection.modeling.backbone.resnet import resnet_spec
-
     r = cfg.MODEL.RESNETS
     kind, counts = resnet_spec(r.DEPTH, r.STAGE_BLOCKS, r.BLOCK)
     layers = sum(counts) * (3 if kind == "bottleneck" else 2) + 2
@@ -244,62 +240,87 @@ def _depth_label(cfg) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, help, description):
+        return sub.add_parser(name, help=help, description=description, formatter_class=HelpFormatter)
 
     def common_args(s, weights=True, plain=False, images=8):
-        s.add_argument("--config", "--config-file", dest="config", default="", metavar="FILE")
-        s.add_argument("--output", default="", metavar="DIR", help="default: OUTPUT_DIR/analysis")
-        s.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+        add_config_argument(s)
+        s.add_argument("--output", default="", metavar="DIR", help="where the json and png go "
+                                                                   "(default: OUTPUT_DIR/analysis)")
+        s.add_argument("--threads", type=int, default=0, metavar="N",
+                       help="torch intra-op threads (default: 0, torch's own)")
         if weights:
-            s.add_argument("--weights", default=None, help="trained weights (default MODEL.WEIGHTS)")
-            s.add_argument("--num-images", type=int, default=images, help="test images used (0 = all)")
+            s.add_argument("--weights", default=None, metavar="FILE", help="trained weights (default: MODEL.WEIGHTS)")
+            s.add_argument("--num-images", type=int, default=images, metavar="N",
+                           help="test images of DATASETS.TEST[0] used, 0 = all")
         if plain:
-            s.add_argument("--plain-config", default=None, help="config of the plain network to contrast")
-            s.add_argument("--plain-weights", default=None, help="weights of the plain network")
+            s.add_argument("--plain-config", default=None, metavar="FILE",
+                           help="config of the plain network to contrast (default: --config with "
+                                "MODEL.RESNETS.RESIDUAL False, when --plain-weights is given)")
+            s.add_argument("--plain-weights", default=None, metavar="FILE",
+                           help="weights of the plain network (default: no plain network)")
 
-    s = sub.add_parser("summary", help="layer table: output shapes, params, mult-adds")
+    s = add("summary", "layer table: output shapes, params, mult-adds",
+            "The layer table (layer, output shape, params, mult-adds) of the ResNet or the detector.")
     common_args(s, weights=False)
     s.add_argument("--part", choices=("backbone", "trunk", "detector"), default="backbone",
                    help="backbone: the ResNet classifier; trunk: without classifier; detector: the FasterRCNN")
-    s.add_argument("--depth", choices=summary.DEPTHS, default="block")
+    s.add_argument("--depth", choices=summary.DEPTHS, default="block", help="rows down to this level")
     s.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="default 224 224 (backbone), MIN_SIZE_TEST square (detector)")
-    s.add_argument("--num-rois", type=int, default=None, help="RoIs for res5 (default POST_NMS_TOPK_TEST)")
-    s.add_argument("--num-classes", type=int, default=1000, help="classifier classes for --part backbone")
+                   help="default: 224 224 (backbone, trunk), INPUT.MIN_SIZE_TEST square (detector)")
+    s.add_argument("--num-rois", type=int, default=None, metavar="N",
+                   help="RoIs through res5 (default: MODEL.RPN.POST_NMS_TOPK_TEST)")
+    s.add_argument("--num-classes", type=int, default=1000, metavar="K", help="classifier classes for --part backbone")
     s.add_argument("--real", action="store_true", help="run on the CPU instead of the shape-only meta device")
+    add_overrides_argument(s, "MODEL.RESNETS.DEPTH 50 MODEL.RESNETS.STRIDE_IN_1X1 False")
 
-    s = sub.add_parser("lesion", help="delete residual blocks, evaluate mAP@0.5")
+    s = add("lesion", "delete residual blocks, evaluate mAP@0.5",
+            "Delete residual blocks at test time (Veit et al.) and evaluate mAP@0.5 on the first test images.")
     common_args(s, plain=True, images=50)
-    s.add_argument("--draws", type=int, default=5, help="random subsets per k")
-    s.add_argument("--max-k", type=int, default=None, help="largest number of deleted blocks (default: all)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--draws", type=int, default=5, metavar="N", help="random subsets per k")
+    s.add_argument("--max-k", type=int, default=None, metavar="K",
+                   help="largest number of deleted blocks (default: all)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the random subsets")
     s.add_argument("--include-reshaping", action="store_true",
                    help="let the random deletions also pick projection / reshaping blocks")
+    add_overrides_argument(s, "DATASETS.TEST \"['synthetic_val']\" INPUT.MIN_SIZE_TEST 320")
 
-    s = sub.add_parser("responses", help="std of the residual branch outputs (ResNet paper fig. 7)")
+    s = add("responses", "std of the residual branch outputs (ResNet paper fig. 7)",
+            "The std of each residual branch's output on test images (the ResNet paper's figure 7).")
     common_args(s, plain=True, images=20)
     s.add_argument("--all-layers", action="store_true", help="every norm of the branches, not only the last")
+    add_overrides_argument(s, "DATASETS.TEST \"['synthetic_val']\" INPUT.MIN_SIZE_TEST 320")
 
-    s = sub.add_parser("paths", help="path lengths and gradient per path length (Veit et al. fig. 6)")
+    s = add("paths", "path lengths and gradient per path length (Veit et al. fig. 6)",
+            "Path lengths, gradient per path length and the effective paths (Veit et al. figure 6).")
     common_args(s, images=2)
-    s.add_argument("--draws", type=int, default=10, help="random block subsets per path length")
-    s.add_argument("--max-k", type=int, default=None, help="longest path length measured (default: all)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--draws", type=int, default=10, metavar="N", help="random block subsets per path length")
+    s.add_argument("--max-k", type=int, default=None, metavar="K",
+                   help="longest path length measured (default: all)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the random subsets")
+    add_overrides_argument(s, "DATASETS.TEST \"['synthetic_val']\" MODEL.DEVICE cpu")
 
-    s = sub.add_parser("degradation", help="train plain and residual nets, plot their training losses")
-    s.add_argument("--configs", nargs="+", default=DEGRADATION_CONFIGS, metavar="FILE")
-    s.add_argument("--output", default="", metavar="DIR", help="default: output/degradation")
+    s = add("degradation", "train plain and residual nets, plot their training losses",
+            "Train a plain and a residual net of the same depth (tools/train_net.py, the KEY VALUE pairs "
+            "given to every run), plot their losses.")
+    s.add_argument("--configs", nargs="+", default=DEGRADATION_CONFIGS, metavar="FILE", help="one run per config")
+    s.add_argument("--output", default="", metavar="DIR",
+                   help="runs go to DIR/<config name>/ (default: output/degradation)")
     s.add_argument("--resume", action="store_true", help="continue runs that have a checkpoint")
     s.add_argument("--plot-only", action="store_true", help="do not train; plot the existing metrics")
-    s.add_argument("--threads", type=int, default=0)
+    s.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="OMP_NUM_THREADS of the training runs (default: 0, unset)")
+    add_overrides_argument(s, "SOLVER.MAX_ITER 2000 SOLVER.STEPS [1500]")
 
-    s = sub.add_parser("dataset", help="class counts, box sizes after the test resize, anchor coverage")
+    s = add("dataset", "class counts, box sizes after the test resize, anchor coverage",
+            "Per-class image and box counts, box sizes in input pixels after the test resize, the share "
+            "of boxes each anchor IoU band covers, and anchor sizes / ratios that fit the data better.")
     common_args(s, weights=False)
-    s.add_argument("--dataset", default="", help="dataset name (default: DATASETS.TRAIN[0])")
-
-    for s in sub.choices.values():
-        s.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides")
+    s.add_argument("--dataset", default="", metavar="NAME", help="dataset name (default: DATASETS.TRAIN[0])")
+    add_overrides_argument(s, "INPUT.MIN_SIZE_TEST 600 MODEL.ANCHOR_GENERATOR.SIZES [32,64,128]")
     return p
 
 
@@ -312,7 +333,6 @@ def main(argv=None):
     if getattr(args, "num_images", None) == 0:
         args.num_images = None
     if args.threads:
-        import torch
         torch.set_num_threads(args.threads)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s: %(message)s")

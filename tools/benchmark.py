@@ -10,19 +10,26 @@ the ratio torchvision / ours. Each measurement runs in its own process so peaks 
 (of the process, all threads) is printed too: on a shared machine it is the steadier figure.
 Weights are random: speed does not depend on them.
 """
+from __future__ import annotations
+
 import argparse
-import json
 import multiprocessing as mp
-import os
 import resource
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+import torch.nn as nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.misc import FrozenBatchNorm2d
 
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
+from detection.config import load_config
+from detection.engine.launch import HelpFormatter, add_config_argument, add_overrides_argument
+from detection.modeling import build_c4_backbone, build_model
+from detection.utils.io import write_json
 
 
 def synthetic_batch(n: int, h: int, w: int, num_classes: int, seed: int = 0):
@@ -38,24 +45,12 @@ def synthetic_batch(n: int, h: int, w: int, num_classes: int, seed: int = 0):
     return batch
 
 
-def build_ours(cfg):
-    from detection.modeling import build_model
-    return build_model(cfg)
-
-
 class TorchvisionC4(nn.Module):
     """torchvision.models.detection.FasterRCNN with our trunk as backbone and res5 as box head,
     adapted to our input/output dicts. The box pooler must be torchvision's MultiScaleRoIAlign."""
 
     def __init__(self, cfg):
         super().__init__()
-        from torchvision.models.detection import FasterRCNN
-        from torchvision.models.detection.anchor_utils import AnchorGenerator
-        from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-        from torchvision.ops import MultiScaleRoIAlign
-
-        from detection.modeling.backbone import build_c4_backbone
-
         trunk, res5 = build_c4_backbone(cfg)
 
         class Backbone(nn.Module):
@@ -111,8 +106,6 @@ def calibrate_frozen_bn(model: nn.Module, batch) -> None:
     collapses to a handful of proposals and the timing means nothing. After this the network
     behaves like a trained one in scale: the RPN keeps its full proposal budget.
     """
-    from torchvision.ops.misc import FrozenBatchNorm2d
-
     def set_stats(module, args):
         x = args[0]
         module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
@@ -145,8 +138,6 @@ def _sync(device):
 
 
 def measure(which: str, config: str, opts: list, size, mode: str, iters: int, warmup: int, amp: str, queue):
-    from detection.config import load_config
-
     torch.manual_seed(0)
     cfg = load_config(config, opts)
     device = cfg.MODEL.DEVICE
@@ -154,7 +145,7 @@ def measure(which: str, config: str, opts: list, size, mode: str, iters: int, wa
     # Our model takes images already resized (by the data loader); torchvision's resizes inside.
     # Giving both an image already at the target size makes torchvision's resize a no-op copy.
     cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = min(h, w), max(h, w)
-    ours = build_ours(cfg)
+    ours = build_model(cfg)
     batch = synthetic_batch(1, h, w, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
     calibrate_frozen_bn(ours, batch)
     if which == "ours":
@@ -250,17 +241,19 @@ def run_isolated(*args) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/coco_r101.yaml")
-    p.add_argument("--size", type=int, nargs=2, default=[600, 1000], metavar=("H", "W"))
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--amp", default="", choices=["", "bf16", "fp16"], help="CUDA only")
-    p.add_argument("--iters", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--mode", default="both", choices=["both", "inference", "train"])
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
-    p.add_argument("--json", default="", help="also write the results here")
-    p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    add_config_argument(p, default="configs/coco_r101.yaml")
+    p.add_argument("--size", type=int, nargs=2, default=[600, 1000], metavar=("H", "W"),
+                   help="image size, the same for both models")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (sets MODEL.DEVICE)")
+    p.add_argument("--amp", default="", choices=["", "bf16", "fp16"],
+                   help="autocast dtype, CUDA only (default: off, fp32)")
+    p.add_argument("--iters", type=int, default=5, metavar="N", help="timed iterations")
+    p.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed iterations first")
+    p.add_argument("--mode", default="both", choices=["both", "inference", "train"], help="what to time")
+    p.add_argument("--threads", type=int, default=0, metavar="N", help="torch intra-op threads (default: 0, torch's own)")
+    p.add_argument("--json", default="", metavar="FILE", help="also write the results here (default: not written)")
+    add_overrides_argument(p, "MODEL.RESNETS.DEPTH 50 MODEL.RPN.POST_NMS_TOPK_TEST 1000 MODEL.CHANNELS_LAST False")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -280,8 +273,7 @@ def main(argv=None):
         print(f"  {mode:9s} torchvision / ours = {ratio:.2f}x wall, {cpu_ratio:.2f}x CPU time")
         results[f"{mode}/ratio_torchvision_over_ours"] = ratio
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+        write_json(args.json, results, indent=1)
     return results
 
 

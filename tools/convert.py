@@ -21,14 +21,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from detection.config import load_config  # noqa: E402
-from detection.data.catalog import get_dataset  # noqa: E402
-from detection.data.coco import write_coco_json  # noqa: E402
-from detection.data.yolo import write_yolo  # noqa: E402
+from detection.config import load_config
+from detection.data.catalog import get_dataset
+from detection.data.coco import write_coco_json
+from detection.data.yolo import write_yolo
+from detection.engine.launch import HelpFormatter
 
 logger = logging.getLogger("detection")
 
@@ -54,8 +52,8 @@ def convert(source: str, to: str, output: str, split: str, copy_images: bool = F
     return name
 
 
-def main(argv=None) -> str:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> str:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("source", help="dataset name: coco:ANN.json:IMAGES, voc:FOLDER:SPLIT, yolo:DATA.yaml:SPLIT, ...")
     p.add_argument("--to", required=True, choices=("coco", "yolo"))
     p.add_argument("--output", required=True, help="output folder")

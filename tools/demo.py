@@ -1,25 +1,25 @@
 #!/usr/bin/env python
 """Detect objects in images and draw them.
 
-    python tools/demo.py --config configs/quickstart.yaml --weights output/quickstart/model_final.pth \
-        --input datasets/synthetic/det_seed0_n1000-200_px256_jpg/images/val --output output/demo [--score-thresh 0.5] [KEY VALUE ...]
+    python tools/demo.py --config configs/quickstart.yaml --weights output/quickstart/model_final.pth \\
+        --input datasets/synthetic/det_seed0_n1000-200_px256_jpg/images/val --output output/demo
 
 For each image writes DIR/<name>.jpg (boxes, class names, scores drawn) and DIR/<name>.json
-(a list of {"box": [x1, y1, x2, y2], "score", "label", "class"} in original pixels).
+(a list of {"box": [x1, y1, x2, y2], "score", "label", "class"} in original pixels). A localization
+model (MODEL.META_ARCHITECTURE PCRLocalizer) draws its top-5 classes, each with its box.
 """
-import json
+from __future__ import annotations
+
 import logging
 import os
-import sys
 
 import cv2
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from detection.data.image_io import ImageReadError, read_image  # noqa: E402
-from detection.engine.launch import default_parser, setup  # noqa: E402
-from detection.engine.predictor import Predictor  # noqa: E402
-from detection.utils.visualize import draw_detections  # noqa: E402
+from detection.data.image_io import ImageReadError, read_image
+from detection.engine.launch import default_parser, setup
+from detection.engine.predictor import Predictor
+from detection.utils.io import write_json
+from detection.utils.visualize import draw_detections
 
 logger = logging.getLogger("detection")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -40,11 +40,13 @@ def list_images(paths: list[str]) -> list[str]:
 
 
 def main(argv=None) -> list[str]:
-    parser = default_parser(__doc__)
-    parser.add_argument("--weights", default=None, help="checkpoint (default: MODEL.WEIGHTS)")
-    parser.add_argument("--input", nargs="+", required=True, help="images or folders")
-    parser.add_argument("--output", required=True, help="folder for the drawn images and json files")
-    parser.add_argument("--score-thresh", type=float, default=0.5, help="draw and write detections above this")
+    parser = default_parser(__doc__, "INPUT.MIN_SIZE_TEST 600 INPUT.MAX_SIZE_TEST 1000 MODEL.DEVICE cuda")
+    parser.add_argument("--weights", default=None, metavar="FILE", help="checkpoint (default: MODEL.WEIGHTS)")
+    parser.add_argument("--input", nargs="+", required=True, metavar="PATH",
+                        help="images, or folders whose images (jpg, png, bmp, tif, webp) are all read")
+    parser.add_argument("--output", required=True, metavar="DIR", help="folder for the drawn images and json files")
+    parser.add_argument("--score-thresh", type=float, default=0.5, metavar="T",
+                        help="draw and write detections with a score of at least this")
     args = parser.parse_args(argv)
     cfg = setup(args)
     predictor = Predictor(cfg, args.weights)
@@ -62,8 +64,7 @@ def main(argv=None) -> list[str]:
                 for b, s, l, c, k in zip(out["boxes"], out["scores"], out["labels"], out["classes"], keep) if k]
         name = os.path.splitext(os.path.basename(path))[0]
         cv2.imwrite(os.path.join(args.output, f"{name}.jpg"), draw_detections(image, dets))
-        with open(os.path.join(args.output, f"{name}.json"), "w") as f:
-            json.dump(dets, f, indent=1)
+        write_json(os.path.join(args.output, f"{name}.json"), dets, indent=1)
         logger.info("%s: %d detections >= %.2f", path, len(dets), args.score_thresh)
         written.append(os.path.join(args.output, f"{name}.json"))
     return written

@@ -7,32 +7,53 @@
     torchrun --nproc_per_node 8 tools/train_net.py --config configs/coco_r101.yaml
     python tools/train_net.py --config configs/coco_r101.yaml --num-gpus 8     # same, torchrun started for you
 """
+from __future__ import annotations
+
 import json
 import logging
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from detection.checkpoint import load_weights  # noqa: E402
-from detection.data import build_train_loader, get_dataset_info  # noqa: E402
-from detection.engine.best import known_metrics, metric_mode  # noqa: E402
-from detection.engine.checkpointer import Checkpointer  # noqa: E402
-from detection.engine.classes import classes_comment, resolve_classes  # noqa: E402
-from detection.engine.inference import evaluate  # noqa: E402
-from detection.engine.launch import default_parser, relaunch_with_torchrun, setup  # noqa: E402
-from detection.engine.trainer import Trainer  # noqa: E402
-from detection.modeling import build_model  # noqa: E402
-from detection.utils import comm  # noqa: E402
+from detection.checkpoint import load_weights
+from detection.data import build_train_loader, get_dataset_info
+from detection.engine.best import known_metrics, metric_mode
+from detection.engine.checkpointer import Checkpointer
+from detection.engine.classes import classes_comment, resolve_classes
+from detection.engine.inference import evaluate
+from detection.engine.launch import default_parser, relaunch_with_torchrun, setup
+from detection.engine.trainer import Trainer
+from detection.modeling import build_model
+from detection.utils import comm
+from detection.utils.io import write_text
 
 logger = logging.getLogger("detection")
 
+OUTPUTS = """Files written into OUTPUT_DIR (rank 0):
+  config.yaml                  the resolved config (with the seed used when SEED < 0, the class
+                               count from the data when NUM_CLASSES is 0, the class names on line 1)
+  log.txt                      the log
+  metrics.jsonl                one json object per logged iteration and per evaluation
+  events.out.tfevents.*        the same for TensorBoard (only if tensorboard is installed)
+  model_NNNNNNN.pth            a checkpoint every SOLVER.CHECKPOINT_PERIOD iterations
+  model_final.pth              the last checkpoint (model, optimizer, schedule, iteration, RNG
+                               states, config, class names and category ids)
+  model_best.pth               the checkpoint of the best TEST.BEST_METRIC so far (iteration and value
+                               in it under "best"; never what --resume reads)
+  last_checkpoint              the name of the newest checkpoint (what --resume reads)
+  curves.png                   training losses and mAP@0.5 against iteration, at the end
+  eval/<dataset>/              per DATASETS.TEST, every TEST.EVAL_PERIOD iterations and at the end:
+                               metrics.json, report.txt; detection also detections.json,
+                               per_class_AP50.png, pr_curves.png (and <dataset>_gt_coco.json for
+                               datasets without a COCO json of their own)"""
+
 
 def main(argv=None) -> dict:
-    parser = default_parser(__doc__)
-    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint")
+    parser = default_parser(__doc__, "MODEL.RESNETS.DEPTH 50 SOLVER.BASE_LR 0.01 SOLVER.MAX_ITER 90000 "
+                                     "OUTPUT_DIR output/r50", epilog=OUTPUTS)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUTPUT_DIR/last_checkpoint (model, optimizer, schedule, RNG states)")
     parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS and exit")
-    parser.add_argument("--num-gpus", type=int, default=1, help="processes on this machine (started via torchrun)")
+    parser.add_argument("--num-gpus", type=int, default=1, metavar="N",
+                        help="processes on this machine, started through torchrun")
     args = parser.parse_args(argv)
     if args.num_gpus > 1 and "RANK" not in os.environ:
         relaunch_with_torchrun(args.num_gpus)
@@ -41,9 +62,8 @@ def main(argv=None) -> dict:
     if not args.eval_only:
         _check_best_metric(cfg)
     if comm.is_main_process():
-        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
-            f.write((classes_comment(class_names) if class_names else "") + cfg.dump())
+        write_text(os.path.join(cfg.OUTPUT_DIR, "config.yaml"),
+                   (classes_comment(class_names) if class_names else "") + cfg.dump())
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
         load_weights(model, cfg.MODEL.WEIGHTS)

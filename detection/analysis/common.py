@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
 
 import torch
 import torch.nn as nn
 
+from detection.checkpoint import load_weights
+from detection.data import build_test_loader
+from detection.data.coco import gt_json_for
+from detection.engine.inference import inference_on_dataset
+from detection.evaluation.evaluator import DetectionEvaluator
+from detection.modeling import build_model
 from detection.modeling.backbone.resnet import BottleneckBlock, ResidualBlock, ZeroPadShortcut
+from detection.structures import ImageList
+from detection.utils.comm import unwrap_model
 
 logger = logging.getLogger(__name__)
 
 # Kinds of block (see ``block_kind``).
 IDENTITY, PROJECTION, ZEROPAD, PLAIN, PLAIN_RESHAPE = "identity", "projection", "zeropad", "plain", "plain-reshape"
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DataParallel / DistributedDataParallel wrappers."""
-    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
 
 
 def residual_blocks(model: nn.Module) -> list[tuple[str, ResidualBlock]]:
@@ -28,7 +32,7 @@ def residual_blocks(model: nn.Module) -> list[tuple[str, ResidualBlock]]:
     ``roi_heads.res5.0`` .. (the per-RoI head). For a bare ResNet: ``res2.0`` ... For an
     ``nn.Sequential`` stage: ``0``, ``1``, ...
     """
-    return [(name, m) for name, m in unwrap(model).named_modules() if isinstance(m, ResidualBlock)]
+    return [(name, m) for name, m in unwrap_model(model).named_modules() if isinstance(m, ResidualBlock)]
 
 
 def block_channels(block: ResidualBlock) -> tuple[int, int, int]:
@@ -76,19 +80,15 @@ def paper_name(name: str) -> str:
 
 
 def is_detector(model: nn.Module) -> bool:
-    model = unwrap(model)
+    model = unwrap_model(model)
     return hasattr(model, "backbone") and hasattr(model, "roi_heads") and hasattr(model, "rpn")
 
 
 def load_model(cfg, weights: str | None = None) -> nn.Module:
     """``build_model(cfg)`` with ``weights`` (or ``cfg.MODEL.WEIGHTS``) loaded, in eval mode."""
-    from detection.modeling import build_model
-
     model = build_model(cfg)
     path = weights if weights is not None else cfg.MODEL.WEIGHTS
     if path:
-        from detection.checkpoint import load_weights
-
         load_weights(model, path)
     else:
         logger.warning("no weights given: the model is randomly initialised")
@@ -99,8 +99,6 @@ def test_batches(cfg, num_images: int | None = None, dataset: str | None = None)
     """(batches, records, info) for the first ``num_images`` images (all if None) of ``dataset``
     (default: ``DATASETS.TEST[0]``). Batches are decoded once and kept in memory, so repeated
     evaluations (one per lesion) do not decode the images again."""
-    from detection.data import build_test_loader
-
     name = dataset or cfg.DATASETS.TEST[0]
     loader, records, info = build_test_loader(cfg, name)
     batches, seen = [], 0
@@ -122,23 +120,17 @@ class DetectorAP50:
     """
 
     def __init__(self, cfg, num_images: int | None = None, dataset: str | None = None, gt_dir: str | None = None):
-        import tempfile
-
-        from detection.evaluation.evaluator import DetectionEvaluator
-
         self.cfg = cfg
         self.batches, self.records, self.info = test_batches(cfg, num_images, dataset)
         self.num_images = sum(len(b) for b in self.batches)
         # datasets without a json on disk (VOC) get one written from their records
-        json_file = self.info.json_file or self.info.coco_json(
-            self.records, gt_dir or tempfile.mkdtemp(prefix="analysis_gt_"))
+        json_file = self.info.json_file or gt_json_for(
+            self.info, self.records, gt_dir or tempfile.mkdtemp(prefix="analysis_gt_"))
         self.evaluator = DetectionEvaluator(json_file, self.info.class_names, self.info.category_ids,
                                             output_dir=None, plot=False, verbose=False)
         self.last_metrics: dict = {}
 
     def __call__(self, model: nn.Module) -> float:
-        from detection.engine.inference import inference_on_dataset
-
         ev_logger = logging.getLogger("detection.evaluation")
         level = ev_logger.level
         ev_logger.setLevel(logging.ERROR)  # "evaluating k of n images" on every call
@@ -152,9 +144,7 @@ class DetectorAP50:
 
 def trunk_input(model: nn.Module, batch: list[dict]) -> torch.Tensor:
     """A detector's normalised, padded image tensor for ``batch`` (what its trunk sees)."""
-    from detection.structures import ImageList
-
-    model = unwrap(model)
+    model = unwrap_model(model)
     return ImageList.from_tensors(model.normalize(batch), model.size_divisibility).tensor
 
 

@@ -6,7 +6,7 @@ Ignore (crowd / difficult) boxes are counted per class but left out of sizes and
 never RPN targets.
 
 Anchor coverage uses the anchors the RPN actually labels: those of ``AnchorGenerator`` placed on
-each image's stride-16 (TRUNK_STRIDE) feature grid (the image padded to MODEL.SIZE_DIVISIBILITY, ANCHOR_GENERATOR.OFFSET
+each image's feature grid (the trunk's declared stride, 16 for C4) (the image padded to MODEL.SIZE_DIVISIBILITY, ANCHOR_GENERATOR.OFFSET
 applied), restricted as in training to anchors centred inside the image (and, with
 RPN.BOUNDARY_THRESH >= 0, not crossing the border by more than that). For each ground-truth box,
 the best IoU over those anchors (torchvision.ops.box_iou) falls into: >= the upper RPN threshold
@@ -23,8 +23,8 @@ from torchvision.ops import box_iou
 
 from detection.data.transforms import resize_shortest_edge_size
 from detection.modeling.anchors import AnchorGenerator
-from detection.modeling.build import TRUNK_STRIDE
-from detection.modeling.rpn import anchors_inside
+from detection.modeling.box_ops import anchors_inside
+from detection.modeling.build import build_anchor_generator, build_c4_backbone
 
 __all__ = ["resized_boxes", "best_anchor_iou", "coverage_shares", "suggest_anchors", "dataset_report"]
 
@@ -112,14 +112,16 @@ def dataset_report(records: list[dict], class_names: list[str], cfg, name: str) 
     flat = torch.cat(boxes).numpy() if boxes else np.zeros((0, 4), np.float32)
     w, h = flat[:, 2] - flat[:, 0], flat[:, 3] - flat[:, 1]
     side, aspect = np.sqrt(w * h), h / np.maximum(w, 1e-6)
-    generator = AnchorGenerator(a.SIZES, a.ASPECT_RATIOS, TRUNK_STRIDE, a.OFFSET)
+    with torch.device("meta"):  # only the declared stride is needed, not weights
+        stride = build_c4_backbone(cfg)[0].stride
+    generator = build_anchor_generator(cfg, stride)
     best = best_anchor_iou(boxes, sizes, generator, m.SIZE_DIVISIBILITY, r.BOUNDARY_THRESH)
     anchors = {"configured": {"sizes": list(a.SIZES), "ratios": list(a.ASPECT_RATIOS),
                               "coverage": coverage_shares(best, r.IOU_THRESHOLDS)}}
     config_lines = []
     if len(flat):
         s_sizes, s_ratios = suggest_anchors(side, aspect, len(a.SIZES), len(a.ASPECT_RATIOS))
-        s_best = best_anchor_iou(boxes, sizes, AnchorGenerator(s_sizes, s_ratios, TRUNK_STRIDE, a.OFFSET),
+        s_best = best_anchor_iou(boxes, sizes, AnchorGenerator(s_sizes, s_ratios, stride, a.OFFSET),
                                  m.SIZE_DIVISIBILITY, r.BOUNDARY_THRESH)
         anchors["suggested"] = {"sizes": s_sizes, "ratios": s_ratios,
                                 "coverage": coverage_shares(s_best, r.IOU_THRESHOLDS)}

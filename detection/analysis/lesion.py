@@ -30,7 +30,7 @@ import itertools
 import logging
 import math
 import random
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn as nn

@@ -33,13 +33,15 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import is_detector, residual_blocks, trunk_input, unwrap
+from detection.utils.comm import unwrap_model
+
+from .common import is_detector, residual_blocks, trunk_input
 from .lesion import sample_subsets
 
 
@@ -51,7 +53,7 @@ def path_length_distribution(n: int) -> list[dict]:
 
 def block_chain(model: nn.Module) -> tuple[nn.Module | None, list[tuple[str, nn.Module]]]:
     """(stem or None, [(name, block)]) of a FasterRCNN, a ResNet or a sequence of blocks."""
-    model = unwrap(model)
+    model = unwrap_model(model)
     if is_detector(model):
         return model.backbone.stem, ([(f"backbone.{n}", b) for n, b in residual_blocks(model.backbone)]
                                      + [(f"roi_heads.res5.{n}", b) for n, b in residual_blocks(model.roi_heads.res5)])
@@ -164,7 +166,7 @@ def effective_paths(distribution: list[dict], gradients: list[dict], mass: float
 def chain_input(model: nn.Module, batch) -> torch.Tensor:
     """The input of the first block: the stem's output on ``batch`` (image dicts for a detector,
     a (B, 3, H, W) tensor otherwise)."""
-    model = unwrap(model)
+    model = unwrap_model(model)
     stem, _ = block_chain(model)
     x = trunk_input(model, batch) if is_detector(model) else batch
     return stem(x) if stem is not None else x

@@ -1,25 +1,10 @@
-"""Matplotlib figures of the analysis results (Agg backend: files only, no display)."""
+"""Matplotlib figures of the analysis results (files only; see ``detection.utils.plotting``)."""
 from __future__ import annotations
 
-import json
-import os
+from detection.engine.events import read_metrics
+from detection.utils.plotting import new_figure, save_figure
 
 COLORS = {"residual": "tab:blue", "plain": "tab:red"}
-
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(fig, path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    _plt().close(fig)
-    return path
 
 
 def _color(label: str, i: int) -> str:
@@ -31,10 +16,10 @@ def _color(label: str, i: int) -> str:
 
 def plot_summary(summary: dict, path: str) -> str:
     """Parameters and multiply-adds of each counted row."""
-    plt = _plt()
     rows = [r for r in summary["rows"] if not r["group"] and (r["params"] or r["macs"])]
     names = [r["paper_name"] or r["name"] for r in rows]
-    fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.28 * len(rows) + 2), 6), sharex=True)
+    fig = new_figure((max(6, 0.28 * len(rows) + 2), 6))
+    axes = fig.subplots(2, 1, sharex=True)
     colors = ["tab:orange" if r.get("part") == "per RoI" else "tab:blue" for r in rows]
     axes[0].bar(range(len(rows)), [r["params"] / 1e6 for r in rows], color=colors)
     axes[0].set_ylabel("params (M)")
@@ -48,15 +33,15 @@ def plot_summary(summary: dict, path: str) -> str:
     if summary["kind"] == "detector":
         title += f" (+ {t['num_rois']} RoIs, orange = per RoI)"
     axes[0].set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_lesion(results: dict[str, dict], path: str, metric: str = "mAP@0.5 (%)") -> str:
     """Left: each block deleted alone (reshaping blocks hatched); middle: metric vs number of
     randomly deleted blocks (mean +- std, every draw as a dot), one line per network; right: the
     same relative to each network's intact metric."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.5), gridspec_kw={"width_ratios": [1.4, 1, 1]})
+    fig = new_figure((17, 4.5))
+    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.4, 1, 1]})
     ax = axes[0]
     labels = list(results)
     width = 0.8 / max(1, len(labels))
@@ -92,13 +77,13 @@ def plot_lesion(results: dict[str, dict], path: str, metric: str = "mAP@0.5 (%)"
                      fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_responses(results: dict[str, list[dict]], path: str) -> str:
     """The ResNet paper's figure 7: std of the branch responses by layer index and sorted."""
-    plt = _plt()
-    fig, axes = plt.subplots(2, 1, figsize=(8, 6))
+    fig = new_figure((8, 6))
+    axes = fig.subplots(2, 1)
     for i, (lab, rows) in enumerate(results.items()):
         stds = [r["std"] for r in rows]
         axes[0].plot(range(1, len(stds) + 1), stds, marker=".", color=_color(lab, i), label=lab)
@@ -111,14 +96,14 @@ def plot_responses(results: dict[str, list[dict]], path: str) -> str:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_title("std of each block's branch output (after its last norm, before the addition / ReLU)", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_paths(analysis: dict, path: str) -> str:
     """Veit et al. fig. 6: (a) path length distribution, (b) gradient magnitude per path length,
     (c) total gradient per path length (their product)."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig = new_figure((15, 4))
+    axes = fig.subplots(1, 3)
     n = analysis["n"]
     dist = analysis["distribution"]
     axes[0].bar([d["k"] for d in dist], [float(d["count"]) for d in dist], color="tab:blue")
@@ -141,12 +126,7 @@ def plot_paths(analysis: dict, path: str) -> str:
     axes[2].set_ylabel("share of total gradient")
     axes[2].set_title(f"(c) total gradient by length: {eff['interval_mass'] * 100:.0f}% from k={lo}..{hi}",
                       fontsize=9)
-    return _save(fig, path)
-
-
-def read_metrics(path: str) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return save_figure(fig, path)
 
 
 def smooth(values: list[float], window: int) -> list[float]:
@@ -171,11 +151,11 @@ def plot_degradation(runs: dict[str, str], path: str, window: int = 5) -> str:
     """Training losses of several runs ({label: metrics.jsonl}). Top row: each run's loss terms side
     by side (shared log axis), then the total losses overlaid; bottom row: each loss term overlaid
     across the runs. Curves are trailing moving averages of ``window`` logged points."""
-    plt = _plt()
     curves = {lab: loss_curves(mpath) for lab, mpath in runs.items()}
     terms = sorted({k for c in curves.values() for k in c if k != "total_loss"})
     ncols = max(len(runs) + 1, len(terms), 1)
-    fig, axes = plt.subplots(2, ncols, figsize=(4.2 * ncols, 7.5), squeeze=False)
+    fig = new_figure((4.2 * ncols, 7.5))
+    axes = fig.subplots(2, ncols, squeeze=False)
     top, bottom = axes[0], axes[1]
     for i, (lab, c) in enumerate(curves.items()):
         ax = top[i]
@@ -203,14 +183,14 @@ def plot_degradation(runs: dict[str, str], path: str, window: int = 5) -> str:
         ax.grid(True, alpha=0.3)
     top[0].set_ylabel("training loss")
     bottom[0].set_ylabel("training loss")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_dataset(report: dict, path: str) -> str:
     """Per-class boxes, box size / aspect / best-anchor-IoU histograms (configured anchors and
     thresholds as lines), coverage of the configured and suggested anchors."""
-    plt = _plt()
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    fig = new_figure((15, 8))
+    axes = fig.subplots(2, 3)
     ax = axes[0][0]
     names = [c["name"] for c in report["classes"]]
     ax.bar(range(len(names)), [c["boxes"] for c in report["classes"]], label="boxes")
@@ -253,4 +233,4 @@ def plot_dataset(report: dict, path: str) -> str:
     ax.set_ylabel("% of boxes")
     ax.set_title(f"best anchor IoU: >= {hi}, [{lo}, {hi}), < {lo}", fontsize=9)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -18,7 +18,7 @@ deeper the net, the smaller the responses.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn as nn

@@ -28,9 +28,11 @@ import torch
 import torch.nn as nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from detection.modeling import build_model, build_resnet
 from detection.modeling.backbone.resnet import ResidualBlock
+from detection.utils.comm import unwrap_model
 
-from .common import fmt_int, format_table, paper_name, unwrap
+from .common import fmt_int, format_table, paper_name
 
 DEPTHS = ("stage", "block", "leaf")
 PER_IMAGE, PER_ROI = "per image", "per RoI"
@@ -156,7 +158,7 @@ def backbone_summary(model: nn.Module, input_size=(224, 224), depth: str = "bloc
     """
     if depth not in DEPTHS:
         raise ValueError(f"depth must be one of {DEPTHS}; got {depth!r}")
-    model = unwrap(model)
+    model = unwrap_model(model)
     device = next(model.parameters()).device
     rec = _Recorder(model)
     try:
@@ -183,7 +185,7 @@ def detector_summary(model: nn.Module, input_size=(800, 800), num_rois: int = 30
     """
     if depth not in DEPTHS:
         raise ValueError(f"depth must be one of {DEPTHS}; got {depth!r}")
-    model = unwrap(model)
+    model = unwrap_model(model)
     device = next(model.parameters()).device
     h, w = input_size
     rec = _Recorder(model)
@@ -224,9 +226,6 @@ def summarize_cfg(cfg, part: str = "backbone", input_size=None, depth: str = "bl
     average pool and a ``num_classes`` linear layer, the seed document's table), ``trunk`` = the
     ResNet without the classifier, or ``detector`` = the whole FasterRCNN.
     """
-    from detection.modeling import build_model
-    from detection.modeling.backbone import build_resnet
-
     dev = torch.device(device) if device else torch.device("cpu")
     with torch.device(dev):
         if part in ("backbone", "trunk"):

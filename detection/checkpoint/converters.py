@@ -22,10 +22,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
+import yaml
+
+from detection.modeling.backbone.resnet import resnet_spec
 
 __all__ = ["Checkpoint", "CheckpointInfo", "INPUT_HINTS", "convert_caffe2", "convert_checkpoint",
            "convert_detectron2", "convert_torchvision", "detect_format", "find_state_dict"]
@@ -111,8 +115,6 @@ class Checkpoint:
 
 def _is_bottleneck(cfg) -> bool:
     try:
-        from detection.modeling.backbone.resnet import resnet_spec
-
         r = cfg.MODEL.RESNETS
         return resnet_spec(r.DEPTH, r.STAGE_BLOCKS, r.BLOCK)[0] == "bottleneck"
     except Exception:  # a config the ResNet builder would reject anyway
@@ -339,8 +341,6 @@ def _hints_from_cfg(cfg: Any) -> dict[str, Any]:
     """Input hints from a config stored in our checkpoint (a dict or a YAML string), best effort."""
     if isinstance(cfg, str):
         try:
-            import yaml
-
             cfg = yaml.safe_load(cfg)
         except Exception:
             return {}
@@ -358,6 +358,21 @@ def _hints_from_cfg(cfg: Any) -> dict[str, Any]:
         if isinstance(resnets, Mapping) and isinstance(resnets.get("STRIDE_IN_1X1"), bool):
             hints["stride_in_1x1"] = resnets["STRIDE_IN_1X1"]
     return hints
+
+
+# Our own names that changed: the localizer's head became the shared AnchorHead (0.2).
+_LEGACY_RENAMES = (("head.class_logits.", "head.objectness_logits."), ("head.class_deltas.", "head.anchor_deltas."))
+
+
+def rename_legacy(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
+    """Our own checkpoints' old tensor names -> today's, and how many were renamed."""
+    out, renamed = {}, 0
+    for name, value in state.items():
+        for old, new in _LEGACY_RENAMES:
+            if name.startswith(old):
+                name, renamed = new + name[len(old):], renamed + 1
+        out[name] = value
+    return out, renamed
 
 
 def convert_checkpoint(obj: Any, path: str = "<memory>") -> Checkpoint:
@@ -384,6 +399,10 @@ def convert_checkpoint(obj: Any, path: str = "<memory>") -> Checkpoint:
         converted, ignored = tensors, []
         hints = _hints_from_cfg(top.get("cfg", top.get("config")))
         if fmt == "ours":
+            converted, renamed = rename_legacy(converted)
+            if renamed:
+                notes.append(f"renamed {renamed} tensors of the 0.1 localizer head (head.class_logits/class_deltas "
+                             "-> head.objectness_logits/anchor_deltas)")
             pixel = [k for k in converted if k.rsplit(".", 1)[-1] in DEPRECATED_PIXEL_KEYS]
             if pixel:
                 notes.append(f"file has {', '.join(pixel)}: loaded where the model keeps them as state")

@@ -22,14 +22,15 @@ import re
 import zipfile
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from .converters import DEPRECATED_PIXEL_KEYS, Checkpoint, CheckpointInfo, convert_checkpoint
 from .errors import CheckpointNotFoundError, CorruptCheckpointError, UnsafePickleError, WeightLoadError
-from .safe_pickle import RestrictedUnpickler
+from .safe_pickle import RestrictedUnpickler, _numpy_core
 
 __all__ = ["LoadReport", "group_names", "load_checkpoint", "load_weights", "match_checkpoint", "read_checkpoint"]
 
@@ -66,10 +67,6 @@ def _read_object(path: str):
 
 def _numpy_safe_globals() -> list:
     """numpy array globals for torch's weights_only unpickler (torch files that hold numpy arrays)."""
-    import numpy as np
-
-    from .safe_pickle import _numpy_core
-
     multiarray = _numpy_core("multiarray")
     dtypes = [type(np.dtype(t)) for t in ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "?")]
     return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtypes]

@@ -13,7 +13,8 @@ from __future__ import annotations
 import _compat_pickle
 import io
 import pickle
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 from .errors import UnsafePickleError
 

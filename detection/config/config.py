@@ -10,13 +10,17 @@ import copy
 import difflib
 import os
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import yaml
 
 from .defaults import SCHEMA
 
 BASE_KEY = "_BASE_"
+# Top-level keys that older files carry and nothing reads any more: accepted in a YAML file and
+# dropped (VERSION, "config format version", was written into every config.yaml until it went).
+RETIRED_KEYS = ("VERSION",)
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -214,6 +218,9 @@ def load_config(path: str | None = None, opts: Iterable[str] = ()) -> CfgNode:
     """Defaults, then the YAML file at ``path`` (if any), then ``opts`` as KEY VALUE pairs."""
     cfg = get_default_config()
     if path:
-        _merge(cfg, _read_yaml(path), path)
+        data = _read_yaml(path)
+        for key in RETIRED_KEYS:
+            data.pop(key, None)
+        _merge(cfg, data, path)
     merge_from_list(cfg, opts)
     return cfg

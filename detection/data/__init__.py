@@ -16,11 +16,11 @@ _EXPORTS = {
     "coco": ["load_coco_json", "write_coco_json"],
     "image_io": ["ImageReadError", "read_image"],
     "info": ["DatasetInfo", "DatasetFormatError", "DatasetNotFoundError"],
-    "mapper": ["DatasetMapper", "boxes_to_original"],
+    "mapper": ["DatasetMapper"],
     "samplers": ["TrainingSampler", "InfiniteBatchSampler", "InferenceSampler"],
     "stats": ["bad_image_count", "data_stats"],
     "yolo": ["load_yolo", "write_yolo"],
-    "transforms": ["build_test_transform", "build_extra_scales_transform", "resize_image", "resize_shortest_edge_size"],
+    "transforms": ["build_extra_scales_transform", "resize_image", "resize_shortest_edge_size"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = list(_WHERE)

@@ -12,14 +12,14 @@ split into contiguous shards across processes; batches of ``TEST.IMS_PER_BATCH``
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import random
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
+
+from detection.utils.seed import resolve_seed
 
 from .catalog import get_dataset
 from .image_io import ImageReadError
@@ -27,9 +27,9 @@ from .info import DatasetInfo
 from .mapper import DatasetMapper
 from .samplers import (InferenceSampler, InfiniteBatchSampler, RepeatFactorTrainingSampler, TrainingSampler,
                        derive_seed, dist_info, repeat_factors)
-from .stats import STATS, DataStats
+from .stats import STATS, DataStats, SkippedImages
 
-__all__ = ["build_train_loader", "build_test_loader", "trivial_collate", "resolve_seed",
+__all__ = ["build_train_loader", "build_test_loader", "trivial_collate",
            "SerializedList", "TrainDataset", "TestDataset", "TestLoader"]
 
 logger = logging.getLogger(__name__)
@@ -40,20 +40,6 @@ MAX_BAD_IN_A_ROW = 100  # with SKIP_BAD_IMAGES: give up when this many replaceme
 def trivial_collate(batch: list) -> list:
     """The batch as the list of mapper dicts (skipped images, given as None, left out)."""
     return [b for b in batch if b is not None]
-
-
-def resolve_seed(cfg) -> int:
-    """cfg.SEED, or when negative a random seed (shared by all processes: rank 0's is broadcast)."""
-    seed = int(cfg.SEED)
-    if seed >= 0:
-        return seed
-    seed = int.from_bytes(os.urandom(4), "little") >> 1
-    if dist.is_available() and dist.is_initialized():
-        box = [seed]
-        dist.broadcast_object_list(box, src=0)
-        seed = box[0]
-    logger.info("SEED < 0: using the random data seed %d", seed)
-    return seed
 
 
 class SerializedList:
@@ -80,15 +66,17 @@ class TrainDataset(Dataset):
     """Map-style dataset keyed by ``(global_position, index)`` from ``TrainingSampler``.
 
     The mapper's augmentation seed is derived from (seed, position), so it does not depend on which
-    worker runs it. With ``skip_bad``, an unreadable image is logged, counted
-    (``stats["bad_images"]``) and replaced by another image drawn from a generator seeded by
-    (seed, position, attempt), which keeps the stream deterministic.
+    worker runs it. With ``skip_bad``, an unreadable image is replaced by another image drawn from a
+    generator seeded by (seed, position, attempt), which keeps the stream deterministic; ``skipped``
+    logs each bad file once and counts it (``stats["bad_images"]``), and a file known to be bad is
+    not decoded again.
     """
 
     def __init__(self, records: list[dict], mapper: DatasetMapper, seed: int, skip_bad: bool,
                  info: DatasetInfo | None = None, stats: DataStats = STATS):
         self.records = SerializedList(records)
         self.mapper, self.seed, self.skip_bad, self.info, self.stats = mapper, seed, skip_bad, info, stats
+        self.skipped = SkippedImages(len(records), "training", stats)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -98,25 +86,26 @@ class TrainDataset(Dataset):
         for attempt in range(MAX_BAD_IN_A_ROW):
             record = self.records[index]
             seed = derive_seed(self.seed, position) if attempt == 0 else derive_seed(self.seed, position, attempt)
-            try:
-                return self.mapper(record, seed=seed)
-            except ImageReadError as e:
-                if not self.skip_bad:
-                    raise
-                n = self.stats.add("bad_images")
-                logger.warning("skipped unreadable image (%d skips so far, DATASETS.SKIP_BAD_IMAGES): %s", n, e)
-                index = int(np.random.default_rng([self.seed, position, attempt]).integers(len(self.records)))
+            if not (self.skip_bad and self.skipped.known(index)):
+                try:
+                    return self.mapper(record, seed=seed)
+                except ImageReadError as e:
+                    if not self.skip_bad:
+                        raise
+                    self.skipped.add(index, e)
+            index = int(np.random.default_rng([self.seed, position, attempt]).integers(len(self.records)))
         raise RuntimeError(f"{MAX_BAD_IN_A_ROW} unreadable images in a row; is the image folder right? "
                            f"(last: {record['file_name']})")
 
 
 class TestDataset(Dataset):
     """Map-style dataset over records in order; with ``skip_bad`` an unreadable image gives None
-    (logged and counted) and is left out of its batch."""
+    (logged and counted by ``skipped``) and is left out of its batch."""
 
     def __init__(self, records: list[dict], mapper: DatasetMapper, skip_bad: bool, stats: DataStats = STATS):
         self.records = SerializedList(records)
         self.mapper, self.skip_bad, self.stats = mapper, skip_bad, stats
+        self.skipped = SkippedImages(len(records), "evaluation", stats)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -127,21 +116,22 @@ class TestDataset(Dataset):
         except ImageReadError as e:
             if not self.skip_bad:
                 raise
-            n = self.stats.add("bad_images")
-            logger.warning("skipped unreadable image at evaluation (%d skips so far): %s", n, e)
+            self.skipped.add(index, e)
             return None
 
 
 class TestLoader:
     """Iterates a DataLoader, leaving out batches that became empty because every image in them was
-    skipped. ``len()`` is the number of batches before skipping."""
+    skipped, and logs the number of skipped images at the end. ``len()`` is the number of batches
+    before skipping."""
 
     def __init__(self, loader: DataLoader):
         self.loader = loader
         self.dataset, self.sampler, self.batch_size = loader.dataset, loader.sampler, loader.batch_size
 
     def __iter__(self):
-        return (batch for batch in self.loader if batch)
+        yield from (batch for batch in self.loader if batch)
+        self.dataset.skipped.log_total()
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -217,7 +207,7 @@ def build_train_loader(cfg, start_iter: int = 0, rank: int | None = None,
                          f"number of processes ({world_size})")
     batch_size = cfg.SOLVER.IMS_PER_BATCH // world_size
     records, info, loc = _load_train(cfg)
-    seed = resolve_seed(cfg)
+    seed = resolve_seed(cfg.SEED)  # the tools resolved it already (launch.setup); a no-op then
 
     group_ids = None
     if cfg.DATALOADER.ASPECT_RATIO_GROUPING and not loc:  # loc crops are square: nothing to group

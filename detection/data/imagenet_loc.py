@@ -27,6 +27,7 @@ import numpy as np
 
 from .info import DatasetFormatError, DatasetInfo, DatasetNotFoundError
 from .records import BoxCleaner, make_record
+from .validation import check_unique, read_lines
 from .voc import image_size_from_file, numeric_ids, parse_voc_xml
 
 __all__ = ["load_imagenet_loc", "imagenet_loc_info", "read_synset_mapping"]
@@ -35,15 +36,13 @@ __all__ = ["load_imagenet_loc", "imagenet_loc_info", "read_synset_mapping"]
 def read_synset_mapping(path: str) -> tuple[list[str], list[str]]:
     """(wnids, names) from ``LOC_synset_mapping.txt``; a name is the first synonym ("tench")."""
     wnids, names = [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.strip().split(None, 1)
-            if not parts[0].startswith("n"):
-                raise DatasetFormatError(f"{path}: line {lineno}: expected '<wnid> <names>', got {line.strip()!r}")
-            wnids.append(parts[0])
-            names.append(parts[1].split(",")[0].strip() if len(parts) > 1 else parts[0])
+    for lineno, line in read_lines(path, "synset mapping"):
+        parts = line.split(None, 1)
+        if not parts[0].startswith("n"):
+            raise DatasetFormatError(f"{path}: line {lineno}: expected '<wnid> <names>', got {line!r}")
+        wnids.append(parts[0])
+        names.append(parts[1].split(",")[0].strip() if len(parts) > 1 else parts[0])
+    check_unique(wnids, "synset ids", path)
     return wnids, names
 
 
@@ -51,8 +50,9 @@ def _list_split(ilsvrc: str, split: str) -> list[str]:
     """Image names relative to Annotations/CLS-LOC/<split>, without extension."""
     list_file = os.path.join(ilsvrc, "ImageSets", "CLS-LOC", "train_loc.txt" if split == "train" else f"{split}.txt")
     if os.path.isfile(list_file):
-        with open(list_file, encoding="utf-8") as f:
-            return [line.split()[0] for line in f if line.strip()]
+        names = [line.split()[0] for _, line in read_lines(list_file, "image list")]
+        check_unique(names, "image names", f"image list {list_file}")
+        return names
     ann_dir = os.path.join(ilsvrc, "Annotations", "CLS-LOC", split)
     names = []
     for dirpath, _, files in os.walk(ann_dir):

@@ -2,7 +2,6 @@
 and the errors dataset loading raises."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 __all__ = ["DatasetInfo", "DatasetNotFoundError", "DatasetFormatError"]
@@ -25,7 +24,7 @@ class DatasetInfo:
     category_ids: contiguous label -> the dataset's original id (COCO category id; 1..K for VOC,
         ImageNet-LOC and synthetic).
     evaluator_type: "coco", "voc" or "loc".
-    json_file: COCO-format ground truth when one exists on disk, else None; ``coco_json`` writes one.
+    json_file: COCO-format ground truth when one exists on disk, else None (``coco.gt_json_for`` writes one).
     image_root: folder the images live under (informational).
     """
 
@@ -40,16 +39,3 @@ class DatasetInfo:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
-
-    def coco_json(self, records: list[dict], out_dir: str) -> str:
-        """Path of a COCO-format ground-truth json for this dataset, for pycocotools.
-
-        ``json_file`` if set; otherwise the ground truth of ``records`` (ignore boxes as iscrowd=1) is
-        written to ``out_dir/<name>_gt_coco.json`` and that path returned.
-        """
-        if self.json_file:
-            return self.json_file
-        from .coco import write_coco_json  # here, not at the top: coco.py imports this module
-
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.name)
-        return write_coco_json(records, self, os.path.join(out_dir, f"{safe}_gt_coco.json"))

@@ -9,10 +9,11 @@ Output of ``DatasetMapper(cfg, is_train)(record)``::
      "image_id": int, "file_name": str}
 
 plus, for the localization 1-crop test only, "resized_size": (h, w) before the crop and
-"crop_origin": (x0, y0) of the crop in that resized image (see ``boxes_to_original``); for the
+"crop_origin": (x0, y0) of the crop in that resized image; for the
 localization dense test with several INPUT.LOC_TEST_SIZES, "extra_scales": a list of uint8
 (3, h, w) tensors, the whole image resized to LOC_TEST_SIZES[1:] ("image" is at LOC_TEST_SIZES[0]).
-Normalisation (PIXEL_MEAN/STD) and padding are the model's job.
+Normalisation (PIXEL_MEAN/STD) and padding are the model's job. What the mapper did (original
+size, crop origin) is recorded in the sample: ``detection.modeling.box_ops.to_original`` undoes it.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from .stats import STATS, DataStats
 from .transforms import (build_extra_scales_transform, build_test_augmentation, build_train_augmentation,
                          center_crop_origin, reseed, resize_shortest_edge_size)
 
-__all__ = ["DatasetMapper", "boxes_to_original"]
+__all__ = ["DatasetMapper"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,21 +55,30 @@ class DatasetMapper:
                 f"image {record['file_name']} decodes to {h}x{w} (HxW, after EXIF orientation) but its "
                 f"annotation says {record['height']}x{record['width']}; the boxes would not match")
         keep = ~record["ignore"]
-        boxes, labels = record["boxes"][keep], record["labels"][keep]
+        sample = self.map_image(image, record["boxes"][keep], record["labels"][keep], seed, record["file_name"])
+        sample["image_id"] = int(record["image_id"])
+        sample["file_name"] = record["file_name"]
+        return sample
+
+    def map_image(self, image: np.ndarray, boxes: np.ndarray | None = None, labels: np.ndarray | None = None,
+                  seed: int | None = None, name: str = "<image>") -> dict:
+        """An RGB (H, W, 3) uint8 image and its (N, 4) xyxy boxes / (N,) labels in its pixels (none
+        for an unlabelled image) -> the model input dict (without ``image_id``/``file_name``)."""
+        h, w = image.shape[:2]
+        boxes = np.zeros((0, 4), np.float32) if boxes is None else boxes
+        labels = np.zeros(0, np.int64) if labels is None else labels
         if seed is not None:
             reseed(self.augment, seed)
         out = self.augment(image=image, bboxes=boxes, box_index=np.arange(len(boxes)))
         kept = np.asarray(out["box_index"], dtype=np.int64).reshape(-1)
         if len(kept) < len(boxes):
-            self._count_dropped(len(boxes) - len(kept), record)
+            self._count_dropped(len(boxes) - len(kept), name)
         sample = {
             "image": self._to_tensor(out["image"]),
             "boxes": torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)[:, :4]),
             "labels": torch.as_tensor(labels[kept], dtype=torch.int64),
-            "height": int(record["height"]),
-            "width": int(record["width"]),
-            "image_id": int(record["image_id"]),
-            "file_name": record["file_name"],
+            "height": int(h),
+            "width": int(w),
         }
         if self.one_crop:
             short, max_size, crop = self._crop
@@ -86,30 +96,9 @@ class DatasetMapper:
             img = img[:, :, ::-1]
         return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
 
-    def _count_dropped(self, n: int, record: dict) -> None:
+    def _count_dropped(self, n: int, name: str) -> None:
         total = self.stats.add("boxes_dropped_by_transforms", n)
-        logger.debug("%s: %d boxes degenerate after transforms, dropped", record["file_name"], n)
+        logger.debug("%s: %d boxes degenerate after transforms, dropped", name, n)
         if len(str(total)) != len(str(total - n)) or total == n:  # log at 1, 10, 100, ... in total
             logger.info("%d boxes dropped so far because resize/crop/clip made them degenerate "
                         "(counted in detection.data.data_stats())", total)
-
-
-def boxes_to_original(boxes: torch.Tensor, sample: dict, image_size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Map xyxy boxes predicted on ``sample["image"]`` back to original image pixels.
-
-    ``image_size`` = (H, W) of the image the boxes refer to (default: ``sample["image"]``'s). A
-    localization 1-crop sample is first shifted by its crop origin. Boxes are clipped to the image.
-    """
-    boxes = boxes.clone().to(torch.float32)
-    if "crop_origin" in sample:
-        x0, y0 = sample["crop_origin"]
-        boxes[:, 0::2] += x0
-        boxes[:, 1::2] += y0
-        h, w = sample["resized_size"]
-    else:
-        h, w = image_size if image_size is not None else sample["image"].shape[-2:]
-    boxes[:, 0::2] *= sample["width"] / w
-    boxes[:, 1::2] *= sample["height"] / h
-    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, sample["width"])
-    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, sample["height"])
-    return boxes

@@ -11,8 +11,10 @@ A record::
      "ignore": np.bool_ (N,)}       # COCO iscrowd / VOC difficult: not a training target,
                                     # kept for evaluation
 
-Boxes are cleaned once, when a dataset is loaded: non-finite, zero/negative-size and
-fully-outside boxes are dropped and counted; boxes partly outside are clipped to the image.
+Boxes are cleaned once, when a dataset is loaded: zero-size and fully-outside boxes are dropped
+and counted; boxes partly outside are clipped to the image. (The loaders refuse non-finite values
+and negative sizes before this, as errors naming the record: see ``validation``; the cleaner still
+drops and counts them for records made elsewhere.)
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ item can be seeded by (seed, g), independent of workers, prefetching and restart
 from __future__ import annotations
 
 import itertools
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch.distributed as dist

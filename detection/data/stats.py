@@ -6,13 +6,19 @@ so counts made in workers are visible to the trainer. Read them with ``data_stat
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 
-__all__ = ["DataStats", "STATS", "bad_image_count", "data_stats"]
+import numpy as np
+
+__all__ = ["DataStats", "STATS", "SkippedImages", "bad_image_count", "data_stats"]
+
+logger = logging.getLogger(__name__)
 
 
 class DataStats:
-    """Named integer counters: ``bad_images`` (unreadable images skipped) and
+    """Named integer counters: ``bad_images`` (unreadable image files skipped, each counted once
+    per loader) and
     ``boxes_dropped_by_transforms`` (boxes degenerate after resize/crop/clip)."""
 
     FIELDS = ("bad_images", "boxes_dropped_by_transforms")
@@ -50,3 +56,40 @@ def bad_image_count() -> int:
 def data_stats() -> dict[str, int]:
     """All data-loading counters of this process and its loader workers."""
     return STATS.as_dict()
+
+
+class SkippedImages:
+    """The unreadable images of one loader's dataset, skipped under DATASETS.SKIP_BAD_IMAGES.
+
+    One shared-memory flag per record, so whichever worker process meets a bad file, and however
+    often the sampler draws it, the file is logged once (with its name and the reason) and counted
+    once in ``stats["bad_images"]``; ``log_total()`` writes the final count.
+    """
+
+    def __init__(self, size: int, what: str, stats: DataStats = STATS):
+        self._flags = mp.Array("b", max(size, 1))
+        self.what, self.stats = what, stats
+
+    def known(self, index: int) -> bool:
+        """Whether record ``index`` was already found unreadable (no need to decode it again)."""
+        return bool(self._flags[index])
+
+    def add(self, index: int, error: Exception) -> None:
+        with self._flags.get_lock():
+            first = not self._flags[index]
+            self._flags[index] = 1
+        if first:
+            self.stats.add("bad_images")
+            logger.warning("%s: skipped unreadable image (%d so far; DATASETS.SKIP_BAD_IMAGES, each file is "
+                           "reported once): %s", self.what, self.count, error)
+
+    @property
+    def count(self) -> int:
+        """Distinct files skipped so far."""
+        return int(np.frombuffer(self._flags.get_obj(), dtype=np.int8).sum())
+
+    def log_total(self) -> None:
+        """One line with the number of files skipped, if any."""
+        if self.count:
+            logger.warning("%s: %d unreadable image(s) skipped in all (DATASETS.SKIP_BAD_IMAGES); each is named "
+                           "in a warning above", self.what, self.count)

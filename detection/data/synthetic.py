@@ -25,7 +25,6 @@ generates a new set instead of silently reusing a different one)::
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -34,6 +33,11 @@ from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
+
+from detection.utils.io import write_json
+
+from .coco import coco_annotation, load_coco_json, save_coco_json
+from .info import DatasetInfo
 
 __all__ = ["SHAPES", "SyntheticSpec", "spec_from_cfg", "render_image", "generate",
            "ensure_synthetic", "load_synthetic", "synthetic_info"]
@@ -236,23 +240,18 @@ def _write_split(spec: SyntheticSpec, out_dir: str, split: str, count: int) -> N
             raise OSError(f"cannot write {os.path.join(out_dir, 'images', rel)}")
         images.append({"id": i + 1, "file_name": rel, "height": img.shape[0], "width": img.shape[1]})
         for o in objs:
-            x1, y1, x2, y2 = o["box"]
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": o["label"] + 1,
-                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": o["area"], "iscrowd": 0})
-    data = {"info": {"description": f"synthetic {spec.kind} {split}", **asdict(spec)},
-            "images": images, "annotations": annotations,
-            "categories": [{"id": k + 1, "name": n, "supercategory": "shape"} for k, n in enumerate(SHAPES)]}
-    os.makedirs(os.path.join(out_dir, "annotations"), exist_ok=True)
-    with open(os.path.join(out_dir, "annotations", f"{split}.json"), "w", encoding="utf-8") as f:
-        json.dump(data, f)
+            annotations.append(coco_annotation(len(annotations) + 1, i + 1, o["label"] + 1, o["box"], area=o["area"]))
+    save_coco_json(os.path.join(out_dir, "annotations", f"{split}.json"), images, annotations,
+                   [{"id": k + 1, "name": n, "supercategory": "shape"} for k, n in enumerate(SHAPES)],
+                   {"description": f"synthetic {spec.kind} {split}", **asdict(spec)})
 
 
 def generate(spec: SyntheticSpec, out_dir: str) -> str:
     """Write both splits of ``spec`` into ``out_dir`` (created; existing files overwritten)."""
     for split, count in (("train", spec.num_train), ("val", spec.num_val)):
         _write_split(spec, out_dir, split, count)
-    with open(os.path.join(out_dir, "meta.json"), "w", encoding="utf-8") as f:
-        json.dump({"spec": asdict(spec), "classes": list(SHAPES)}, f, indent=1)
+    # meta.json last: its presence marks a complete set (see ensure_synthetic)
+    write_json(os.path.join(out_dir, "meta.json"), {"spec": asdict(spec), "classes": list(SHAPES)}, indent=1)
     return out_dir
 
 
@@ -285,8 +284,6 @@ def ensure_synthetic(root: str, spec: SyntheticSpec) -> str:
 
 def synthetic_info(root: str, spec: SyntheticSpec, split: str, dataset_name: str):
     """DatasetInfo of one split (generating the set first if absent, so json_file exists)."""
-    from .info import DatasetInfo
-
     folder = ensure_synthetic(root, spec)
     return DatasetInfo(dataset_name, list(SHAPES), list(range(1, len(SHAPES) + 1)),
                        "loc" if spec.kind == "loc" else "coco",
@@ -296,8 +293,6 @@ def synthetic_info(root: str, spec: SyntheticSpec, split: str, dataset_name: str
 
 def load_synthetic(root: str, spec: SyntheticSpec, split: str, dataset_name: str):
     """(records, DatasetInfo) of one split, generating the set on first use."""
-    from .coco import load_coco_json
-
     folder = ensure_synthetic(root, spec)
     return load_coco_json(os.path.join(folder, "annotations", f"{split}.json"), os.path.join(folder, "images"),
                           dataset_name, evaluator_type="loc" if spec.kind == "loc" else "coco")

@@ -22,11 +22,12 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations otherwi
 import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 from albumentations.augmentations.crops.transforms import BaseCrop  # noqa: E402
 
 __all__ = ["MIN_BOX_SIDE", "INTERPOLATIONS", "resize_shortest_edge_size", "resize_image",
            "ResizeShortestEdge", "SquareCrop", "center_crop_origin", "reseed",
-           "build_train_augmentation", "build_test_augmentation", "build_test_transform",
+           "build_train_augmentation", "build_test_augmentation",
            "build_extra_scales_transform"]
 
 MIN_BOX_SIDE = 1e-5  # Detectron2's filter_empty_instances threshold: only truly degenerate boxes go
@@ -64,8 +65,6 @@ def resize_image(img: np.ndarray, size: tuple[int, int], interp: str = "bilinear
     if interp == "bilinear":
         return cv2.resize(img, (neww, newh), interpolation=cv2.INTER_LINEAR)
     if interp == "pil_bilinear":
-        from PIL import Image
-
         return np.asarray(Image.fromarray(img).resize((neww, newh), Image.BILINEAR))
     raise ValueError(f"INPUT.RESIZE_INTERP must be one of {INTERPOLATIONS}, got {interp!r}")
 
@@ -173,24 +172,10 @@ def build_test_augmentation(cfg, loc: bool = False) -> A.Compose:
     return _compose(t)
 
 
-def build_test_transform(cfg, loc: bool = False):
-    """``image ndarray (H, W, C) uint8 -> transformed ndarray``, for a single-image predictor.
-
-    Channel order is preserved (resizing and cropping are per channel). Map boxes predicted on the
-    result back with ``detection.data.mapper.boxes_to_original``.
-    """
-    compose = build_test_augmentation(cfg, loc)
-
-    def transform(image: np.ndarray) -> np.ndarray:
-        return compose(image=image, bboxes=np.zeros((0, 4), np.float32), box_index=np.zeros(0, np.int64))["image"]
-
-    return transform
-
-
 def build_extra_scales_transform(cfg, loc: bool = False):
     """``image ndarray (H, W, C) uint8 -> [transformed ndarrays]``: for the dense localization test,
     the whole image resized to each of LOC_TEST_SIZES[1:] by the rule and interpolation of the first
-    size (``build_test_transform``); an empty list for anything else. Channel order is preserved."""
+    size (``build_test_augmentation``); an empty list for anything else. Channel order is preserved."""
     inp = cfg.INPUT
     sizes = [int(s) for s in inp.LOC_TEST_SIZES[1:]] if loc and inp.LOC_TEST_MODE == "dense" else []
 

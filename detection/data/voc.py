@@ -16,9 +16,11 @@ import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
+from PIL import Image
 
 from .info import DatasetFormatError, DatasetInfo, DatasetNotFoundError
 from .records import BoxCleaner, make_record
+from .validation import check_unique, read_lines
 
 __all__ = ["VOC_CLASSES", "load_voc", "voc_info", "parse_voc_xml"]
 
@@ -46,14 +48,21 @@ def parse_voc_xml(path: str) -> dict:
     def number(node, tag, where):
         text = node.findtext(tag)
         try:
-            return float(text)
+            value = float(text)
         except (TypeError, ValueError):
             raise DatasetFormatError(f"{path}: {where}: missing or non-numeric <{tag}> ({text!r})") from None
+        if not np.isfinite(value):
+            raise DatasetFormatError(f"{path}: {where}: non-finite <{tag}> ({text!r})")
+        return value
 
     size = root.find("size")
     width = height = None
     if size is not None and size.findtext("width") and size.findtext("height"):
-        width, height = int(number(size, "width", "<size>")), int(number(size, "height", "<size>"))
+        width, height = number(size, "width", "<size>"), number(size, "height", "<size>")
+        if width < 0 or height < 0 or width != int(width) or height != int(height):
+            raise DatasetFormatError(f"{path}: <size>: width and height must be integers >= 0 "
+                                     f"(0: read from the image), got {width!r} x {height!r}")
+        width, height = int(width), int(height)
     objects = []
     for k, obj in enumerate(root.iter("object")):
         name = (obj.findtext("name") or "").strip()
@@ -64,22 +73,24 @@ def parse_voc_xml(path: str) -> dict:
         if box is None:
             raise DatasetFormatError(f"{path}: {where}: missing <bndbox>")
         coords = [number(box, t, where) for t in ("xmin", "ymin", "xmax", "ymax")]
-        difficult = (obj.findtext("difficult") or "0").strip() not in ("0", "")
-        objects.append({"name": name, "difficult": difficult, "bndbox": coords})
+        if coords[2] < coords[0] or coords[3] < coords[1]:
+            raise DatasetFormatError(f"{path}: {where}: <bndbox> has xmax < xmin or ymax < ymin: {coords}")
+        difficult = (obj.findtext("difficult") or "0").strip()
+        if difficult not in ("0", "1"):
+            raise DatasetFormatError(f"{path}: {where}: <difficult> must be 0 or 1, got {difficult!r}")
+        objects.append({"name": name, "difficult": difficult == "1", "bndbox": coords})
     return {"width": width, "height": height, "objects": objects}
 
 
 def image_size_from_file(path: str) -> tuple[int, int]:
     """(height, width) read from the image header, for annotation files without a usable <size>."""
-    from PIL import Image  # header only: much cheaper than decoding
-
-    try:
+    try:  # the header only: much cheaper than decoding
         with Image.open(path) as im:
             width, height = im.size
             if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF 90/270-degree turn: OpenCV returns it turned
                 width, height = height, width
             return height, width
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise DatasetFormatError(f"cannot read the size of image {path}: {e}") from None
 
 
@@ -103,8 +114,8 @@ def load_voc(voc_dir: str, split: str, dataset_name: str,
     info = voc_info(voc_dir, dataset_name, class_names)
     class_names = info.class_names
     class_to_label = {n: i for i, n in enumerate(class_names)}
-    with open(split_file, encoding="utf-8") as f:
-        names = [line.split()[0] for line in f if line.strip()]
+    names = [line.split()[0] for _, line in read_lines(split_file, "split file")]
+    check_unique(names, "image names", f"split file {split_file}")
     ids = numeric_ids(names)
 
     cleaner = BoxCleaner()
@@ -135,12 +146,14 @@ def load_voc(voc_dir: str, split: str, dataset_name: str,
 def voc_info(voc_dir: str, dataset_name: str, class_names: tuple[str, ...] | None = None) -> DatasetInfo:
     """DatasetInfo of a VOC-style folder without reading annotations: the 20 VOC classes, or the
     folder's ``classes.txt`` (one name per line) if it has one; category ids 1..K."""
+    source = "the given class names"
     if class_names is None:
         classes_txt = os.path.join(voc_dir, "classes.txt")
         if os.path.isfile(classes_txt):
-            with open(classes_txt, encoding="utf-8") as f:
-                class_names = tuple(line.strip() for line in f if line.strip())
+            class_names = tuple(line for _, line in read_lines(classes_txt, "class list"))
+            source = classes_txt
         else:
             class_names = VOC_CLASSES
+    check_unique(class_names, "class names", source)
     return DatasetInfo(dataset_name, list(class_names), list(range(1, len(class_names) + 1)), "voc",
                        json_file=None, image_root=os.path.abspath(os.path.join(voc_dir, "JPEGImages")))

@@ -9,17 +9,12 @@ import random
 import numpy as np
 import torch
 
+from detection.utils.comm import unwrap_model
+from detection.utils.io import atomic_write, write_text
+
 logger = logging.getLogger(__name__)
 
 POINTER = "last_checkpoint"
-
-
-def _atomic_write(path: str, write) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # readers see the old file or the new one, never half of one
 
 
 def rng_state() -> dict:
@@ -52,7 +47,7 @@ class Checkpointer:
 
     def save(self, name: str, iteration: int, pointer: bool = True, **extra) -> str:
         """Write OUTPUT_DIR/<name>.pth; ``pointer``: make it the one ``--resume`` continues from."""
-        model = self.model.module if hasattr(self.model, "module") else self.model
+        model = unwrap_model(self.model)
         data = {"model": model.state_dict(), "iteration": iteration, "rng": rng_state(), **extra}
         if self.optimizer is not None:
             data["optimizer"] = self.optimizer.state_dict()
@@ -60,12 +55,10 @@ class Checkpointer:
             data["scheduler"] = self.scheduler.state_dict()
         if self.scaler is not None:
             data["scaler"] = self.scaler.state_dict()
-        os.makedirs(self.output_dir, exist_ok=True)
         path = os.path.join(self.output_dir, f"{name}.pth")
-        _atomic_write(path, lambda p: torch.save(data, p))
+        atomic_write(path, lambda p: torch.save(data, p))  # a crash mid-save leaves the last good one
         if pointer:
-            _atomic_write(os.path.join(self.output_dir, POINTER),
-                          lambda p: open(p, "w").write(os.path.basename(path)))
+            write_text(os.path.join(self.output_dir, POINTER), os.path.basename(path))
         logger.info("saved checkpoint %s (iteration %d)", path, iteration)
         return path
 
@@ -83,7 +76,7 @@ class Checkpointer:
         if path is None:
             raise FileNotFoundError(f"--resume: no checkpoint in {self.output_dir} (no {POINTER} file)")
         data = torch.load(path, map_location="cpu", weights_only=True)
-        model = self.model.module if hasattr(self.model, "module") else self.model
+        model = unwrap_model(self.model)
         model.load_state_dict(data["model"])
         for key, obj in (("optimizer", self.optimizer), ("scheduler", self.scheduler), ("scaler", self.scaler)):
             if obj is not None and key in data:

@@ -16,6 +16,8 @@ from typing import Sequence
 
 import torch
 
+from detection.data import get_dataset_info
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ClassMismatchError", "num_classes_key", "saved_class_names", "resolve_classes", "classes_comment"]
@@ -75,8 +77,6 @@ def saved_class_names(path: str) -> list[str] | None:
 
 def _dataset_names(cfg, datasets: Sequence[str]) -> tuple[list[str] | None, str]:
     """Class names shared by ``datasets`` (None if there are none), and where they come from."""
-    from detection.data import get_dataset_info
-
     names, source = None, ""
     for name in datasets:
         info = get_dataset_info(cfg, name)

@@ -6,6 +6,9 @@ import json
 import logging
 import os
 
+from detection.utils.io import write_text
+from detection.utils.plotting import new_figure, save_figure
+
 logger = logging.getLogger(__name__)
 
 
@@ -37,10 +40,8 @@ class EventWriter:
         """On resume, drop records past the checkpoint so the curves have no duplicates."""
         if not (self.enabled and os.path.isfile(self.path)):
             return
-        with open(self.path) as f:
-            rows = [line for line in f if line.strip() and json.loads(line)["iteration"] <= iteration]
-        with open(self.path, "w") as f:
-            f.writelines(rows)
+        rows = [r for r in read_metrics(self.path) if r["iteration"] <= iteration]
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def close(self) -> None:
         if self.tb is not None:
@@ -48,20 +49,27 @@ class EventWriter:
 
 
 def read_metrics(path: str) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The records of a metrics.jsonl, in file order (training rows carry ``total_loss``,
+    evaluation rows ``dataset`` and the metrics). A bad line is an error naming file and line."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: line {n}: malformed json: {e.msg}") from None
+    return rows
 
 
 def plot_curves(metrics_path: str, png_path: str) -> None:
     """Total and per-term training losses against iteration, and AP50 where evaluated."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = read_metrics(metrics_path)
     train = [r for r in rows if "total_loss" in r]
     evals = [r for r in rows if "AP50" in r]
-    fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(11 if evals else 6, 4), squeeze=False)
+    fig = new_figure((11 if evals else 6, 4))
+    axes = fig.subplots(1, 2 if evals else 1, squeeze=False)
     ax = axes[0][0]
     for key in ["total_loss"] + sorted(k for k in (train[0] if train else {}) if k.startswith("loss_")):
         ax.plot([r["iteration"] for r in train], [r[key] for r in train], label=key,
@@ -78,6 +86,4 @@ def plot_curves(metrics_path: str, png_path: str) -> None:
         ax.set_ylabel("mAP@0.5 (%)")
         ax.set_title("evaluation")
         ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, png_path)

@@ -3,29 +3,62 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
-from detection.config import load_config
+from torch.distributed.run import main as torchrun
+
+from detection.config import CfgNode, load_config
 from detection.utils import comm
 from detection.utils.logger import setup_logger
-from detection.utils.seed import seed_all
+from detection.utils.seed import resolve_seed, seed_all
 
 logger = logging.getLogger("detection")
 
 
-def default_parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", "--config-file", dest="config", default="", metavar="FILE", help="YAML config")
-    p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
-                   help="config overrides, e.g. MODEL.RESNETS.DEPTH 50 SOLVER.BASE_LR 0.01")
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The tools' --help: the description and epilog as written, ``(default: X)`` after every option
+    whose help does not already say its default, and ``[KEY VALUE ...]`` for the overrides."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == ""
+        if not action.option_strings or "default" in text or unset or action.default is argparse.SUPPRESS:
+            return text
+        return text + " (default: %(default)s)"
+
+    def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
+        if action.nargs == argparse.REMAINDER:
+            return f"[{action.metavar} ...]"
+        return super()._format_args(action, default_metavar)
+
+
+def add_config_argument(parser: argparse.ArgumentParser, default: str = "") -> None:
+    """``--config FILE``, the same in every tool."""
+    parser.add_argument("--config", default=default, metavar="FILE",
+                        help="YAML config file" + ("" if default else
+                                                   " (default: none, the defaults of detection/config/defaults.py)"))
+
+
+def add_overrides_argument(parser: argparse.ArgumentParser, example: str) -> None:
+    """The trailing ``KEY VALUE`` pairs that override the config; ``example`` (a few pairs that mean
+    something for this tool) is shown in the epilog."""
+    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                        help="config overrides after the options (keys: detection/config/defaults.py)")
+    overrides = f"KEY VALUE pairs override the config file, for example:\n  {example}"
+    parser.epilog = f"{parser.epilog}\n\n{overrides}" if parser.epilog else overrides
+
+
+def default_parser(description: str, example: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    """A tool's parser with ``--config FILE`` and trailing ``KEY VALUE`` overrides (``example`` in the
+    epilog, after ``epilog``)."""
+    p = argparse.ArgumentParser(description=description, epilog=epilog, formatter_class=HelpFormatter)
+    add_config_argument(p)
+    add_overrides_argument(p, example)
     return p
 
 
 def relaunch_with_torchrun(num_procs: int) -> None:
     """``--num-gpus N``: start N processes through torchrun's own launcher, then exit."""
-    from torch.distributed.run import main as torchrun
-
     argv = [a for a in sys.argv[1:]]
     i = argv.index("--num-gpus")
     del argv[i: i + 2]
@@ -33,12 +66,14 @@ def relaunch_with_torchrun(num_procs: int) -> None:
     sys.exit(0)
 
 
-def setup(args, *, output_subdir: str = "") -> "object":
+def setup(args) -> CfgNode:
     """Config from --config and KEY VALUE pairs, the process group (under torchrun), logging, seed."""
     cfg = load_config(args.config or None, args.opts)
     cfg.MODEL.DEVICE = comm.init_distributed(cfg.MODEL.DEVICE)
-    out_dir = os.path.join(cfg.OUTPUT_DIR, output_subdir) if output_subdir else cfg.OUTPUT_DIR
-    setup_logger(out_dir)
-    seed = seed_all(cfg.SEED + comm.get_rank() if cfg.SEED >= 0 else cfg.SEED)
+    setup_logger(cfg.OUTPUT_DIR)
+    # One seed for the run, random when SEED < 0 and then shared by all processes: the data
+    # loader derives its streams from cfg.SEED, the model is initialised from SEED + rank.
+    cfg.SEED = resolve_seed(cfg.SEED)
+    seed = seed_all(cfg.SEED + comm.get_rank())
     logger.info("rank %d/%d, device %s, seed %d", comm.get_rank(), comm.get_world_size(), cfg.MODEL.DEVICE, seed)
     return cfg

@@ -11,7 +11,7 @@ import time
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from detection.utils.comm import all_gather_object, get_world_size, is_main_process, reduce_dict
+from detection.utils.comm import all_gather_object, get_world_size, is_main_process, reduce_dict, unwrap_model
 
 from .best import BestMetric
 from .checkpointer import Checkpointer
@@ -113,7 +113,7 @@ class Trainer:
     def evaluate(self) -> None:
         if self.evaluate_fn is None:
             return
-        model = self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
+        model = unwrap_model(self.model)
         results = self.evaluate_fn(model)
         for name, metrics in results.items():
             scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
@@ -146,7 +146,8 @@ class Trainer:
                         start, self.best.describe(), self.best.since, self.best.patience)
             return
         logger.info("training from iteration %d to %d", start, max_iter)
-        loader = iter(self.build_loader(start))
+        data = self.build_loader(start)
+        loader = iter(data)
         self.model.train()
         window, t_start = [], time.perf_counter()
         while self.iteration < max_iter and not self.best.exhausted:
@@ -172,6 +173,9 @@ class Trainer:
             if s.CHECKPOINT_PERIOD > 0 and it % s.CHECKPOINT_PERIOD == 0 and it != max_iter:
                 self.save(f"model_{it:07d}")
         logger.info("training done in %.1f min", (time.perf_counter() - t_start) / 60)
+        skipped = getattr(getattr(data, "dataset", None), "skipped", None)  # a TrainDataset's unreadable images
+        if skipped is not None:
+            skipped.log_total()
         if self.best.exhausted:
             logger.info("early stop at iteration %d: %s has not improved for %d evaluations (TEST.PATIENCE %d); "
                         "%s is in model_best.pth", self.iteration, self.best.metric, self.best.since,

@@ -2,15 +2,14 @@
 
 * :class:`DetectionEvaluator` - model outputs -> metrics.json / detections.json / table.
 * :class:`LocalizationEvaluator` - top-1/top-5 classification and localization errors.
-* :func:`build_evaluator` - the evaluator for a dataset's ``DatasetInfo`` (cfg, info, records, dir).
-* :func:`evaluate_files` - a COCO results file against a COCO ground-truth file.
+* :func:`build_evaluator` - the evaluator for a dataset's ``DatasetInfo`` (info, records, dir).
+* :func:`evaluate_files` - a COCO results file against a COCO ground-truth file (``tools/eval.py --gt --dt``).
 * :func:`voc_ap`, :func:`voc_eval_arrays`, :func:`voc_eval_coco` - the VOC rules.
 """
 
 from .build import build_evaluator
-from .cli import evaluate_files
 from .coco_eval import load_coco_gt, outputs_to_coco_results, run_coco_eval
-from .evaluator import DetectionEvaluator, compute_detection_metrics
+from .evaluator import DetectionEvaluator, compute_detection_metrics, evaluate_files
 from .loc_eval import LocalizationEvaluator, localization_verdict
 from .voc_eval import voc_ap, voc_eval_arrays, voc_eval_coco
 

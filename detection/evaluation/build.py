@@ -1,8 +1,7 @@
 """``build_evaluator``: the evaluator for a test dataset (called by ``engine/inference.py``)."""
-
 from __future__ import annotations
 
-from typing import List, Optional
+from detection.data.coco import gt_json_for
 
 from .evaluator import DetectionEvaluator
 from .loc_eval import LocalizationEvaluator
@@ -10,23 +9,20 @@ from .loc_eval import LocalizationEvaluator
 __all__ = ["build_evaluator"]
 
 
-def build_evaluator(cfg, info, records: List[dict], output_dir: Optional[str]):
+def build_evaluator(info, records: list[dict], output_dir: str | None, plot: bool = True):
     """``DetectionEvaluator`` for ``info.evaluator_type`` "coco"/"voc", ``LocalizationEvaluator``
     for "loc".
 
-    Detection: the ground truth is ``info.coco_json(records, output_dir)`` (the dataset's own
+    Detection: the ground truth is ``gt_json_for(info, records, output_dir)`` (the dataset's own
     json when it has one, else one written from ``records`` with ignore boxes as iscrowd=1).
-    Localization: the ground truth is taken from ``records`` directly. ``cfg`` is accepted
-    for the call signature; nothing in it changes the metrics.
+    Localization: the ground truth is ``records``. ``plot``: the detection PNG plots.
     """
     kind = getattr(info, "evaluator_type", None)
     if kind in ("coco", "voc"):
-        json_file = info.coco_json(records, output_dir) if output_dir else info.json_file
+        json_file = gt_json_for(info, records, output_dir) if output_dir else info.json_file
         if json_file is None:
             raise ValueError(f"dataset {info.name!r} has no ground-truth json and no output_dir to write one to")
-        return DetectionEvaluator(json_file, info.class_names, info.category_ids, output_dir=output_dir)
+        return DetectionEvaluator(json_file, info.class_names, info.category_ids, output_dir=output_dir, plot=plot)
     if kind == "loc":
-        return LocalizationEvaluator(
-            class_names=info.class_names, category_ids=info.category_ids, output_dir=output_dir, records=records
-        )
+        return LocalizationEvaluator(records, output_dir=output_dir)
     raise ValueError(f"unknown evaluator_type {kind!r} of dataset {getattr(info, 'name', '?')!r} (coco, voc or loc)")

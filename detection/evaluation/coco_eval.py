@@ -2,11 +2,10 @@
 
 Helpers:
 
-* :func:`load_json` - json with an error that names the file and the line/column.
 * :func:`load_coco_gt` - a ``pycocotools.coco.COCO`` from a path or a dict, with the fields
   COCOeval needs filled in (``area``, ``iscrowd``, annotation ids >= 1).
 * :func:`outputs_to_coco_results` - model outputs -> COCO results (xywh, original ids).
-* :func:`validate_results` - clear errors for unknown image / category ids.
+* :func:`validate_results` - clear errors for invalid entries (or skip them) and unknown ids.
 * :func:`run_coco_eval` - COCOeval on a results list (an empty list is fine).
 """
 
@@ -15,17 +14,21 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
+import logging
+import math
 import os
-from typing import Dict, List, Optional, Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
-import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from detection.data.validation import bbox_problem, check_coco_gt, describe, is_integer, is_number, type_name
+from detection.utils.coco import coco_from_dict
+from detection.utils.io import read_json
+from detection.utils.tensors import to_numpy
+
 __all__ = [
-    "load_json",
     "load_coco_gt",
     "outputs_to_coco_results",
     "validate_results",
@@ -41,42 +44,27 @@ COCO_STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR
 #: detections.json rounding: boxes to 1/100 pixel, scores to 5 decimals. Metrics are always
 #: computed from the rounded values, so re-evaluating detections.json gives the same numbers.
 BOX_DECIMALS = 2
-from detection.utils.io import read_json  # noqa: E402
-
 SCORE_DECIMALS = 5
 
-
-def load_json(path: Union[str, os.PathLike], what: str = "json file"):
-    """``json.load`` with errors that name the file and the position."""
-    return read_json(path, what)
+logger = logging.getLogger(__name__)
 
 
-def _normalise_gt(dataset: Dict, source: str) -> Dict:
-    """Fill what COCOeval needs and check the structure. Returns a (shallow-copied) dict."""
-    if not isinstance(dataset, dict):
-        raise ValueError(f"ground truth {source}: expected a json object, got {type(dataset).__name__}")
-    for key in ("images", "categories"):
-        if key not in dataset or not isinstance(dataset[key], list):
-            raise ValueError(f"ground truth {source}: missing or non-list '{key}'")
+def _normalise_gt(dataset: dict, source: str) -> dict:
+    """Check the ground truth (``check_coco_gt``) and fill what COCOeval needs. Returns a
+    (shallow-copied) dict."""
+    check_coco_gt(dataset, f"ground truth {source}", need_image_size=False)
     ds = dict(dataset)
     ds.setdefault("info", {})
     anns = dataset.get("annotations", [])
-    if not isinstance(anns, list):
-        raise ValueError(f"ground truth {source}: 'annotations' is not a list")
     img_ids = {img["id"] for img in ds["images"]}
-    cat_ids = {c["id"] for c in ds["categories"]}
     ids = [a.get("id") for a in anns]
     # COCOeval stores matched gt *ids* and treats 0 as "unmatched": an annotation with id 0
     # would silently never be matched. Renumber when ids are missing, 0/negative or repeated.
     renumber = any(not isinstance(i, int) or i <= 0 for i in ids) or len(set(ids)) != len(ids)
     new_anns = []
     for k, a in enumerate(anns):
-        if "bbox" not in a or len(a["bbox"]) != 4:
-            raise ValueError(f"ground truth {source}: annotation #{k} has no 4-number 'bbox'")
-        if a.get("image_id") not in img_ids:
-            raise ValueError(f"ground truth {source}: annotation #{k} has unknown image_id {a.get('image_id')!r}")
-        if a.get("category_id") not in cat_ids:
-            raise ValueError(f"ground truth {source}: annotation #{k} has unknown category_id {a.get('category_id')!r}")
+        if a["image_id"] not in img_ids:
+            raise ValueError(f"ground truth {source}: annotation #{k} has unknown image_id {a['image_id']!r}")
         a = dict(a)
         if renumber:
             a["id"] = k + 1
@@ -88,42 +76,27 @@ def _normalise_gt(dataset: Dict, source: str) -> Dict:
     return ds
 
 
-def load_coco_gt(json_file: Union[str, os.PathLike, Dict, COCO]) -> COCO:
+def load_coco_gt(json_file: str | os.PathLike | dict | COCO) -> COCO:
     """A pycocotools ``COCO`` for a COCO-format ground truth (path, loaded dict, or COCO)."""
     if isinstance(json_file, COCO):
         return json_file
     if isinstance(json_file, dict):
         dataset, source = json_file, "<dict>"
     else:
-        dataset, source = load_json(json_file, "ground-truth json"), os.fspath(json_file)
-    dataset = _normalise_gt(dataset, source)
-    coco = COCO()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
+        dataset, source = read_json(json_file, "ground-truth json"), os.fspath(json_file)
+    return coco_from_dict(_normalise_gt(dataset, source))
 
 
-def _to_numpy(x, dtype=None):
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu()
-        if x.dtype in (torch.float16, torch.bfloat16):
-            x = x.float()
-        x = x.numpy()
-    x = np.asarray(x)
-    return x.astype(dtype) if dtype is not None else x
-
-
-def outputs_to_coco_results(image_id: int, output: Dict, category_ids: Sequence[int]) -> List[Dict]:
+def outputs_to_coco_results(image_id: int, output: dict, category_ids: Sequence[int]) -> list[dict]:
     """One image's model output -> COCO result dicts, sorted by score (highest first, stable).
 
     ``output``: ``{"boxes": (N, 4) xyxy original pixels, "scores": (N,), "labels": (N,)
     contiguous}``; ``category_ids[label]`` is the original category id. Boxes are written
     xywh and rounded to :data:`BOX_DECIMALS`, scores to :data:`SCORE_DECIMALS`.
     """
-    boxes = _to_numpy(output["boxes"], np.float64).reshape(-1, 4)
-    scores = _to_numpy(output["scores"], np.float64).reshape(-1)
-    labels = _to_numpy(output["labels"]).reshape(-1)
+    boxes = to_numpy(output["boxes"], np.float64).reshape(-1, 4)
+    scores = to_numpy(output["scores"], np.float64).reshape(-1)
+    labels = to_numpy(output["labels"]).reshape(-1)
     n = boxes.shape[0]
     if scores.shape[0] != n or labels.shape[0] != n:
         raise ValueError(
@@ -148,63 +121,77 @@ def outputs_to_coco_results(image_id: int, output: Dict, category_ids: Sequence[
     ]
 
 
-def _describe(ids, limit=10):
-    ids = sorted(ids, key=lambda v: (str(type(v)), v))
-    s = ", ".join(repr(i) for i in ids[:limit])
-    return s + (f", ... ({len(ids)} in all)" if len(ids) > limit else "")
+def result_problem(result) -> str | None:
+    """What is wrong with one COCO result dict (None if nothing): its keys, id types, bbox (4 finite
+    numbers, w, h >= 0) and score (a finite number)."""
+    if not isinstance(result, dict):
+        return f"is not an object: {result!r}"
+    for key in ("image_id", "category_id", "bbox", "score"):
+        if key not in result:
+            return f"has no '{key}'"
+    for key in ("image_id", "category_id"):
+        if not is_integer(result[key]):
+            return f"'{key}' must be an integer, got {result[key]!r} ({type_name(result[key])})"
+    problem = bbox_problem(result["bbox"])
+    if problem:
+        return problem
+    score = result["score"]
+    if not (is_number(score) and math.isfinite(score)):
+        return f"'score' must be a finite number, got {score!r}"
+    return None
 
 
-def validate_results(results, coco_gt: COCO, source: str = "detections") -> None:
-    """Raise ``ValueError`` naming the offending entries/ids of a COCO results list."""
+def validate_results(results, coco_gt: COCO, source: str = "detections", skip_invalid: bool = False) -> list[dict]:
+    """The valid entries of a COCO results list; raises ``ValueError`` naming what is wrong.
+
+    An invalid entry (see :func:`result_problem`) is an error naming its index, image id and
+    field; with ``skip_invalid`` it is left out instead, and the count and the first few are
+    logged (the metrics are then those of the valid entries). Image or category ids that are not
+    in the ground truth are always an error (usually the wrong ground-truth file).
+    """
     if not isinstance(results, list):
-        raise ValueError(f"{source}: expected a json list of detections, got {type(results).__name__}")
-    known_imgs = set(coco_gt.getImgIds())
-    known_cats = set(coco_gt.getCatIds())
-    bad_imgs, bad_cats = set(), set()
+        raise ValueError(f"{source}: expected a json list of detections, got {type_name(results)}")
+    valid, skipped = [], []
     for k, r in enumerate(results):
-        if not isinstance(r, dict):
-            raise ValueError(f"{source}: entry #{k} is not an object: {r!r}")
-        for key in ("image_id", "category_id", "bbox", "score"):
-            if key not in r:
-                raise ValueError(f"{source}: entry #{k} has no '{key}': {r!r}")
-        bb = r["bbox"]
-        if not isinstance(bb, (list, tuple)) or len(bb) != 4 or not all(isinstance(v, (int, float)) for v in bb):
-            raise ValueError(f"{source}: entry #{k} has a bbox that is not 4 numbers [x, y, w, h]: {bb!r}")
-        if not isinstance(r["score"], (int, float)):
-            raise ValueError(f"{source}: entry #{k} has a non-numeric score: {r['score']!r}")
-        if r["image_id"] not in known_imgs:
-            bad_imgs.add(r["image_id"])
-        if r["category_id"] not in known_cats:
-            bad_cats.add(r["category_id"])
+        problem = result_problem(r)
+        if problem is None:
+            valid.append(r)
+            continue
+        where = f"entry #{k}" + (f" (image_id {r['image_id']!r})" if isinstance(r, dict) and "image_id" in r else "")
+        if not skip_invalid:
+            raise ValueError(f"{source}: {where}: {problem}")
+        skipped.append(f"{where}: {problem}")
+    if skipped:
+        logger.warning("%s: skipped %d of %d detections that are not valid (skip_invalid): %s", source,
+                       len(skipped), len(results), "; ".join(skipped[:5]) + ("; ..." if len(skipped) > 5 else ""))
+    bad_imgs = {r["image_id"] for r in valid} - set(coco_gt.getImgIds())
+    bad_cats = {r["category_id"] for r in valid} - set(coco_gt.getCatIds())
     msgs = []
     if bad_imgs:
-        msgs.append(f"image ids not in the ground truth: {_describe(bad_imgs)}")
+        msgs.append(f"image ids not in the ground truth: {describe(sorted(bad_imgs))}")
     if bad_cats:
-        msgs.append(f"category ids not in the ground truth: {_describe(bad_cats)}")
+        msgs.append(f"category ids not in the ground truth: {describe(sorted(bad_cats))}")
     if msgs:
         raise ValueError(f"{source}: " + "; ".join(msgs))
+    return valid
 
 
 def _empty_results_coco(coco_gt: COCO) -> COCO:
     # COCO.loadRes indexes anns[0] and so fails on an empty list; an empty results COCO
     # evaluates to precision 0 for every class with ground truth, as COCOeval intends.
-    res = COCO()
-    res.dataset = {
+    return coco_from_dict({
         "info": copy.deepcopy(coco_gt.dataset.get("info", {})),
         "images": list(coco_gt.dataset["images"]),
         "categories": copy.deepcopy(coco_gt.dataset["categories"]),
         "annotations": [],
-    }
-    with contextlib.redirect_stdout(io.StringIO()):
-        res.createIndex()
-    return res
+    })
 
 
 def run_coco_eval(
     coco_gt: COCO,
-    results: List[Dict],
-    img_ids: Optional[Sequence[int]] = None,
-    cat_ids: Optional[Sequence[int]] = None,
+    results: list[dict],
+    img_ids: Sequence[int] | None = None,
+    cat_ids: Sequence[int] | None = None,
 ):
     """Run ``COCOeval(iouType="bbox")``. Returns ``(coco_eval, summary_text)``.
 
@@ -229,7 +216,7 @@ def run_coco_eval(
     return coco_eval, buf.getvalue()
 
 
-def coco_stats_percent(coco_eval: COCOeval) -> Dict[str, float]:
+def coco_stats_percent(coco_eval: COCOeval) -> dict[str, float]:
     """``stats`` as percentages keyed by :data:`COCO_STAT_NAMES` (-1 -> NaN, as Detectron2)."""
     out = {}
     for name, v in zip(COCO_STAT_NAMES, coco_eval.stats):
@@ -237,7 +224,7 @@ def coco_stats_percent(coco_eval: COCOeval) -> Dict[str, float]:
     return out
 
 
-def per_class_ap(coco_eval: COCOeval, iou: Optional[float] = 0.5) -> Dict[int, float]:
+def per_class_ap(coco_eval: COCOeval, iou: float | None = 0.5) -> dict[int, float]:
     """{category id: AP in percent} from ``eval['precision']`` (area all, maxDets 100).
 
     ``iou=0.5`` gives AP50 (the slice ``precision[iouThrs == .5, :, k, 0, -1]``), ``None``

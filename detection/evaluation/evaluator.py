@@ -31,17 +31,22 @@ category ids, boxes rounded to 0.01 px, scores to 5 decimals - the metrics are c
 these rounded values, so ``evaluate_files`` on it reproduces them exactly), ``metrics.json``,
 ``report.txt`` (the table plus pycocotools' summary) and, with ``plot=True``,
 ``per_class_AP50.png`` and ``pr_curves.png``.
+
+``evaluate_files`` computes the same metrics and files from a COCO results file and a COCO
+ground-truth file, without a model (``tools/eval.py --gt --dt``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from typing import Dict, Iterable, List, Optional, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from pycocotools.coco import COCO
+
+from detection.utils.comm import all_gather_object, is_main_process
+from detection.utils.io import read_json, write_json, write_text
 
 from .coco_eval import (
     coco_stats_percent,
@@ -51,11 +56,10 @@ from .coco_eval import (
     run_coco_eval,
     validate_results,
 )
-from detection.utils.comm import all_gather_object, is_main_process
-from .report import emit, format_detection_report, plot_per_class_ap, plot_pr_curves, write_json
+from .report import emit, format_detection_report, plot_per_class_ap, plot_pr_curves, write_metrics_json
 from .voc_eval import voc_eval_coco
 
-__all__ = ["DetectionEvaluator", "compute_detection_metrics"]
+__all__ = ["DetectionEvaluator", "compute_detection_metrics", "evaluate_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +72,14 @@ def _nanmean_percent(values: Iterable[float]) -> float:
 
 def compute_detection_metrics(
     coco_gt: COCO,
-    results: List[Dict],
+    results: list[dict],
     class_names: Sequence[str],
     category_ids: Sequence[int],
-    img_ids: Optional[Sequence[int]] = None,
-    output_dir: Optional[str] = None,
+    img_ids: Sequence[int] | None = None,
+    output_dir: str | None = None,
     plot: bool = True,
     verbose: bool = True,
-) -> Dict:
+) -> dict:
     """All detection metrics for a COCO results list (the core of the evaluator and the CLI).
 
     ``results`` must already be valid for ``coco_gt`` (see ``validate_results``).
@@ -102,7 +106,7 @@ def compute_detection_metrics(
             logger.warning("evaluating %d of the %d images of the ground truth", len(img_ids), n_gt_images)
 
     coco_eval, coco_summary = run_coco_eval(coco_gt, results, img_ids=img_ids, cat_ids=category_ids)
-    metrics: Dict = dict(coco_stats_percent(coco_eval))
+    metrics: dict = dict(coco_stats_percent(coco_eval))
     cat_to_name = dict(zip(category_ids, class_names))
     ap50 = per_class_ap(coco_eval, iou=0.5)
     ap = per_class_ap(coco_eval, iou=None)
@@ -130,10 +134,8 @@ def compute_detection_metrics(
     if verbose:
         emit(text)
     if output_dir:
-        os.makedirs(output_dir, exist_ok=True)
-        write_json(os.path.join(output_dir, "metrics.json"), metrics)
-        with open(os.path.join(output_dir, "report.txt"), "w", encoding="utf-8") as f:
-            f.write(text + "\n\npycocotools:\n" + coco_summary)
+        write_metrics_json(os.path.join(output_dir, "metrics.json"), metrics)
+        write_text(os.path.join(output_dir, "report.txt"), text + "\n\npycocotools:\n" + coco_summary)
         if plot:
             try:
                 plot_per_class_ap(metrics, os.path.join(output_dir, "per_class_AP50.png"))
@@ -164,7 +166,7 @@ class DetectionEvaluator:
         json_file,
         class_names: Sequence[str],
         category_ids: Sequence[int],
-        output_dir: Optional[str] = None,
+        output_dir: str | None = None,
         plot: bool = True,
         verbose: bool = True,
     ):
@@ -176,13 +178,8 @@ class DetectionEvaluator:
         self.output_dir = output_dir
         self.plot = plot
         self.verbose = verbose
-        self._coco_gt: Optional[COCO] = None
+        self._coco_gt: COCO | None = None
         self.reset()
-
-    @classmethod
-    def from_dataset_info(cls, json_file, info, output_dir: Optional[str] = None, **kwargs) -> "DetectionEvaluator":
-        """Build from a ``DatasetInfo``-like object (``class_names``, ``category_ids``)."""
-        return cls(json_file, info.class_names, info.category_ids, output_dir=output_dir, **kwargs)
 
     @property
     def coco_gt(self) -> COCO:
@@ -191,7 +188,7 @@ class DetectionEvaluator:
         return self._coco_gt
 
     def reset(self) -> None:
-        self._predictions: Dict[int, List[Dict]] = {}
+        self._predictions: dict[int, list[dict]] = {}
 
     def process(self, image_ids, outputs) -> None:
         """Add one batch. ``image_ids``: original image ids (ints or a tensor);
@@ -210,17 +207,17 @@ class DetectionEvaluator:
                 continue
             self._predictions[image_id] = outputs_to_coco_results(image_id, out, self.category_ids)
 
-    def _gather(self) -> Optional[Dict[int, List[Dict]]]:
+    def _gather(self) -> dict[int, list[dict]] | None:
         parts = all_gather_object(self._predictions)
         if not is_main_process():
             return None
-        merged: Dict[int, List[Dict]] = {}
+        merged: dict[int, list[dict]] = {}
         for part in parts:
             for image_id, res in part.items():
                 merged.setdefault(image_id, res)
         return merged
 
-    def evaluate(self) -> Dict:
+    def evaluate(self) -> dict:
         """Gather, compute (rank 0), write files, return the metrics ({} on other ranks).
 
         Returned keys: ``AP50`` (headline mAP@0.5), ``AP``, ``AP75``, ``APs``, ``APm``,
@@ -245,12 +242,7 @@ class DetectionEvaluator:
         results = [r for image_id in sorted(predictions) for r in predictions[image_id]]
         validate_results(results, coco_gt, source="model outputs")
         if self.output_dir:
-            os.makedirs(self.output_dir, exist_ok=True)
-            path = os.path.join(self.output_dir, "detections.json")
-            tmp = path + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(results, f, separators=(",", ":"))
-            os.replace(tmp, path)
+            write_json(os.path.join(self.output_dir, "detections.json"), results, separators=(",", ":"))
         return compute_detection_metrics(
             coco_gt,
             results,
@@ -261,3 +253,31 @@ class DetectionEvaluator:
             plot=self.plot,
             verbose=self.verbose,
         )
+
+
+def evaluate_files(gt_json, dt_json, output_dir: str | None = None, plot: bool = True, verbose: bool = True,
+                   skip_invalid: bool = False) -> dict:
+    """Metrics (the ``DetectionEvaluator.evaluate`` dict) of the COCO results file ``dt_json``
+    against the COCO ground truth ``gt_json``, over *all* images of the ground truth (a results
+    file cannot say which images were run).
+
+    Class names come from the ground-truth categories, the contiguous order being the order of
+    increasing category id. Raises ``FileNotFoundError`` for a missing file and ``ValueError``
+    for malformed json (the message names the file, line and column), an invalid ground truth
+    (repeated ids, values that are not finite numbers: the message names the record and field), an
+    invalid detection (its index, image id and field) or detections with unknown image or category
+    ids (the message names them). ``skip_invalid`` leaves invalid detections out (counted and
+    logged) instead of stopping. ``output_dir=None`` writes nothing.
+    """
+    coco_gt = load_coco_gt(gt_json)
+    results = read_json(dt_json, "detections json")
+    if isinstance(results, dict) and isinstance(results.get("annotations"), list):
+        results = results["annotations"]  # a gt-style dict holding results is accepted
+    results = validate_results(results, coco_gt, source=f"detections json {os.fspath(dt_json)}",
+                               skip_invalid=skip_invalid)
+    cats = sorted(coco_gt.dataset["categories"], key=lambda c: c["id"])
+    class_names = [str(c.get("name", c["id"])) for c in cats]
+    category_ids = [c["id"] for c in cats]
+    return compute_detection_metrics(
+        coco_gt, results, class_names, category_ids, img_ids=None, output_dir=output_dir, plot=plot, verbose=verbose
+    )

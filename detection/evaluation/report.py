@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-from typing import Dict, List, Optional
 
 import numpy as np
+
+from detection.utils.io import write_json
+from detection.utils.plotting import new_figure, save_figure
 
 logger = logging.getLogger("detection.evaluation")
 
@@ -21,7 +21,9 @@ def emit(text: str) -> None:
     else:
         print(text, flush=True)
 
-__all__ = ["emit", "format_detection_report", "format_localization_report", "write_json", "jsonable", "plot_per_class_ap", "plot_pr_curves"]
+
+__all__ = ["emit", "format_detection_report", "format_localization_report", "write_metrics_json", "jsonable",
+           "plot_per_class_ap", "plot_pr_curves"]
 
 
 def _fmt(v, width=7, digits=2):
@@ -48,16 +50,12 @@ def jsonable(obj):
     return obj
 
 
-def write_json(path: str, obj, indent: Optional[int] = 2) -> None:
-    """Write strict json (NaN -> null) atomically (tmp file + rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(jsonable(obj), f, indent=indent, allow_nan=False)
-    os.replace(tmp, path)
+def write_metrics_json(path: str, metrics: dict, indent: int | None = 2) -> None:
+    """Write strict json (NaN -> null), atomically."""
+    write_json(path, jsonable(metrics), indent=indent, allow_nan=False)
 
 
-def format_detection_report(metrics: Dict) -> str:
+def format_detection_report(metrics: dict) -> str:
     """The readable table: headline mAP@0.5, the COCO line, the VOC lines, per-class table."""
     lines = []
     n_img, n_det = metrics.get("num_images"), metrics.get("num_detections")
@@ -93,7 +91,7 @@ def format_detection_report(metrics: Dict) -> str:
     return "\n".join(lines)
 
 
-def format_localization_report(metrics: Dict) -> str:
+def format_localization_report(metrics: dict) -> str:
     keys = ["loc_err_gt", "loc_err_top1", "loc_err_top5", "cls_err_top1", "cls_err_top5"]
     lines = [f"Localization evaluation: {metrics.get('num_images')} images (errors in %, lower is better)"]
     for k in keys:
@@ -101,18 +99,7 @@ def format_localization_report(metrics: Dict) -> str:
     return "\n".join(lines)
 
 
-def _figure(figsize):
-    # The object-oriented API with an Agg canvas: no pyplot, so the process-wide backend
-    # (and any GUI) is never touched, and nothing has to be closed.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize)
-    FigureCanvasAgg(fig)
-    return fig, fig.add_subplot(1, 1, 1)
-
-
-def plot_per_class_ap(metrics: Dict, path: str) -> None:
+def plot_per_class_ap(metrics: dict, path: str) -> None:
     """Horizontal bars of per-class AP50 (COCOeval) and VOC AP (area rule)."""
     names = list(metrics["per_class_AP50"].keys())
     coco = np.array([np.nan if v is None else v for v in metrics["per_class_AP50"].values()], dtype=float)
@@ -120,7 +107,8 @@ def plot_per_class_ap(metrics: Dict, path: str) -> None:
         [metrics.get("per_class_VOC", {}).get(n, {}).get("AP50", np.nan) for n in names], dtype=float
     )
     y = np.arange(len(names))
-    fig, ax = _figure((8, max(2.5, 0.28 * len(names) + 1.2)))
+    fig = new_figure((8, max(2.5, 0.28 * len(names) + 1.2)))
+    ax = fig.subplots()
     ax.barh(y - 0.2, np.nan_to_num(coco), height=0.4, label="AP50 (COCOeval)")
     ax.barh(y + 0.2, np.nan_to_num(voc), height=0.4, label="AP50 (VOC area rule)")
     ax.set_yticks(y)
@@ -131,16 +119,16 @@ def plot_per_class_ap(metrics: Dict, path: str) -> None:
     ax.set_title(f"Per-class AP50 - mAP@0.5 = {metrics['AP50']:.2f}")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
 
 
-def plot_pr_curves(curves: List[Dict], path: str, max_legend: int = 20) -> None:
+def plot_pr_curves(curves: list[dict], path: str, max_legend: int = 20) -> None:
     """VOC precision/recall curves (one line per class with ground truth).
 
     ``curves``: ``[{"name", "recall", "precision", "ap"}]``.
     """
-    fig, ax = _figure((7, 6))
+    fig = new_figure((7, 6))
+    ax = fig.subplots()
     shown = 0
     for c in curves:
         if c["recall"] is None or len(c["recall"]) == 0 or np.all(np.isnan(c["recall"])):
@@ -156,5 +144,4 @@ def plot_pr_curves(curves: List[Dict], path: str, max_legend: int = 20) -> None:
     ax.grid(alpha=0.3)
     if shown and len(curves) <= max_legend:
         ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)

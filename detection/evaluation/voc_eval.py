@@ -38,11 +38,13 @@ Unlike COCOeval there is no cap on the number of detections per image.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torchvision.ops import box_iou
+
+from detection.utils.tensors import to_numpy
 
 __all__ = ["voc_ap", "voc_eval_arrays", "voc_eval_coco"]
 
@@ -73,17 +75,6 @@ def voc_ap(rec, prec, use_07_metric: bool = False) -> float:
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]
     i = np.where(mrec[1:] != mrec[:-1])[0]
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
-
-
-def _as_np(x, dtype, shape_tail=()):
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    x = np.asarray(x, dtype=dtype)
-    if shape_tail:
-        x = x.reshape((-1,) + tuple(shape_tail))
-    else:
-        x = x.reshape(-1)
-    return x
 
 
 def _best_gt_per_detection(gt_boxes, gt_labels, gt_image, det_boxes, det_labels, det_image):
@@ -135,7 +126,7 @@ def voc_eval_arrays(
     num_classes: int,
     gt_difficult=None,
     iou_threshold: float = 0.5,
-) -> List[Dict]:
+) -> list[dict]:
     """VOC AP of every class from flat arrays.
 
     Args:
@@ -151,17 +142,17 @@ def voc_eval_arrays(
         "recall": (n,), "precision": (n,), "scores": (n,)}``, the curves over the
         non-ignored detections in score order.
     """
-    gt_boxes = _as_np(gt_boxes, np.float64, (4,))
-    gt_labels = _as_np(gt_labels, np.int64)
-    gt_image = _as_np(gt_image, np.int64)
-    det_boxes = _as_np(det_boxes, np.float64, (4,))
-    det_scores = _as_np(det_scores, np.float64)
-    det_labels = _as_np(det_labels, np.int64)
-    det_image = _as_np(det_image, np.int64)
+    gt_boxes = to_numpy(gt_boxes, np.float64).reshape(-1, 4)
+    gt_labels = to_numpy(gt_labels, np.int64).reshape(-1)
+    gt_image = to_numpy(gt_image, np.int64).reshape(-1)
+    det_boxes = to_numpy(det_boxes, np.float64).reshape(-1, 4)
+    det_scores = to_numpy(det_scores, np.float64).reshape(-1)
+    det_labels = to_numpy(det_labels, np.int64).reshape(-1)
+    det_image = to_numpy(det_image, np.int64).reshape(-1)
     if gt_difficult is None:
         gt_difficult = np.zeros(gt_boxes.shape[0], dtype=bool)
     else:
-        gt_difficult = _as_np(gt_difficult, bool)
+        gt_difficult = to_numpy(gt_difficult, bool).reshape(-1)
     G, D = gt_boxes.shape[0], det_boxes.shape[0]
     for name, arr, n in (("gt_labels", gt_labels, G), ("gt_image", gt_image, G),
                          ("gt_difficult", gt_difficult, G), ("det_scores", det_scores, D),
@@ -215,12 +206,12 @@ def voc_eval_arrays(
 
 
 def voc_eval_coco(
-    gt_dataset: Dict,
-    results: Sequence[Dict],
+    gt_dataset: dict,
+    results: Sequence[dict],
     category_ids: Sequence[int],
-    image_ids: Optional[Sequence[int]] = None,
+    image_ids: Sequence[int] | None = None,
     iou_threshold: float = 0.5,
-) -> List[Dict]:
+) -> list[dict]:
     """VOC AP from a COCO-format ground-truth dict and a COCO results list.
 
     ``gt_dataset``: the loaded json (``images``, ``annotations`` with ``bbox`` xywh,

@@ -5,13 +5,9 @@ import torch
 import torch.nn as nn
 from torchvision.ops import roi_align, roi_pool
 
+from .box_ops import boxes_to_rois
+
 POOLER_TYPES = ("ROIPool", "ROIAlign", "ROIAlignV2")
-
-
-def boxes_to_rois(boxes: list[torch.Tensor]) -> torch.Tensor:
-    """Per-image (R_i, 4) boxes -> (sum R_i, 5) rows of (image index, x1, y1, x2, y2)."""
-    index = torch.cat([torch.full((len(b), 1), i, dtype=b.dtype, device=b.device) for i, b in enumerate(boxes)])
-    return torch.cat((index, torch.cat(boxes)), dim=1)
 
 
 class ROIPooler(nn.Module):

@@ -1,4 +1,7 @@
-"""The per-region head of the C4 design: conv5_x on pooled RoIs, then sibling cls / box layers."""
+"""The per-region head of the C4 design: conv5_x on pooled RoIs, then sibling cls / box layers.
+
+Shape shorthand: R RoIs over all images of the batch, K classes, C5 res5 output channels.
+"""
 from __future__ import annotations
 
 import torch
@@ -7,10 +10,10 @@ import torch.nn.functional as F
 from torchvision.ops import batched_nms, box_iou
 
 from .box_coder import BoxCoder
+from .box_ops import clip_boxes, first_k_per_group
 from .losses import box_regression_loss
 from .matcher import Matcher
 from .pooler import ROIPooler
-from .rpn import clip_boxes, first_k_per_group
 from .sampler import sample_balanced
 
 
@@ -65,13 +68,22 @@ class Res5ROIHeads(nn.Module):
             pooled = pooled.contiguous(memory_format=torch.channels_last)
         return self.res5(pooled).mean(dim=(2, 3))
 
-    def forward(self, features, proposals, image_sizes, gt_boxes=None, gt_labels=None):
+    def forward(self, features: torch.Tensor, proposals: list[torch.Tensor], image_sizes: list[tuple[int, int]],
+                gt_boxes: list[torch.Tensor] | None = None, gt_labels: list[torch.Tensor] | None = None
+                ) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+        """Args: features (B, C4, H, W); proposals per image (P_i, 4) in input pixels; image_sizes (h, w);
+        in training gt_boxes (G_i, 4) and gt_labels (G_i,) per image.
+
+        Returns (results, losses): in training ``([], losses)``; at test ``(detections, {})`` with
+        per image ``{"boxes": (D, 4) in input pixels, "scores": (D,), "labels": (D,)}``."""
         if self.training:
+            if gt_boxes is None or gt_labels is None:
+                raise ValueError("Res5ROIHeads in training mode needs ground-truth boxes and labels")
             boxes, labels, targets = self.sample(proposals, gt_boxes, gt_labels)
             logits, deltas = self.box_predictor(self.region_features(features, boxes))
-            return self.losses(logits, deltas, labels, targets, boxes)
+            return [], self.losses(logits, deltas, labels, targets, boxes)
         logits, deltas = self.box_predictor(self.region_features(features, proposals))
-        return self.inference(logits, deltas, proposals, image_sizes)
+        return self.inference(logits, deltas, proposals, image_sizes), {}
 
     @torch.no_grad()
     def sample(self, proposals, gt_boxes, gt_labels):
@@ -94,7 +106,7 @@ class Res5ROIHeads(nn.Module):
     def losses(self, logits, deltas, labels, target_boxes, boxes):
         loss_cls = F.cross_entropy(logits, labels, reduction="mean")
         fg = torch.nonzero(labels < self.num_classes).squeeze(1)
-        deltas = deltas.view(len(deltas), -1, 4)
+        deltas = deltas.view(len(deltas), deltas.shape[1] // 4, 4)
         cls_index = labels[fg] if deltas.shape[1] > 1 else torch.zeros_like(fg)
         pred = deltas[fg, cls_index]
         target = self.box_coder.encode(torch.cat(boxes)[fg], target_boxes[fg])
@@ -109,7 +121,7 @@ class Res5ROIHeads(nn.Module):
         image_idx = torch.repeat_interleave(torch.arange(num_images, device=logits.device), counts)
         sizes = torch.tensor(image_sizes, device=logits.device)[image_idx]  # (R, 2) h, w
         scores = F.softmax(logits, dim=-1)[:, :k]
-        boxes = self.box_coder.decode(deltas, torch.cat(proposals)).view(len(deltas), -1, 4)
+        boxes = self.box_coder.decode(deltas, torch.cat(proposals)).view(len(deltas), deltas.shape[1] // 4, 4)
         boxes = clip_boxes(boxes, sizes[:, None, :]).expand(-1, k, -1)  # agnostic: one box for all classes
         roi, cls = torch.nonzero(scores > self.score_thresh, as_tuple=True)
         det_boxes, det_scores, det_img = boxes[roi, cls], scores[roi, cls], image_idx[roi]

@@ -8,6 +8,12 @@ import torch
 import torch.distributed as dist
 
 
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel (or DataParallel) wrapper; ``model`` otherwise."""
+    inner = getattr(model, "module", None)
+    return inner if isinstance(inner, torch.nn.Module) else model
+
+
 def is_dist() -> bool:
     return dist.is_available() and dist.is_initialized()
 

@@ -1,6 +1,6 @@
-from .c4 import build_c4_backbone
-from .resnet import (BasicBlock, BottleneckBlock, ResNet, build_resnet, build_resnet_stages, init_weights,
+from .c4 import c4_split
+from .resnet import (BasicBlock, BottleneckBlock, ResNet, Stage, build_resnet_stages, init_weights, make_stage,
                      resnet_spec)
 
-__all__ = ["BasicBlock", "BottleneckBlock", "ResNet", "build_c4_backbone", "build_resnet", "build_resnet_stages",
-           "init_weights", "resnet_spec"]
+__all__ = ["BasicBlock", "BottleneckBlock", "ResNet", "Stage", "build_resnet_stages", "c4_split", "init_weights",
+           "make_stage", "resnet_spec"]

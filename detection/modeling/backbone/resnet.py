@@ -9,6 +9,7 @@ Input: a float tensor (B, 3, H, W), already normalised by the detector.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -137,8 +138,18 @@ class Stem(nn.Module):
         return F.max_pool2d(F.relu(self.conv1(x)), kernel_size=3, stride=2, padding=1)
 
 
+class Stage(nn.Sequential):
+    """A stage (res2..res5): blocks in sequence. Declares its ``out_channels`` and its ``stride``
+    (output pixels per input pixel along each axis) for whoever stacks a head on it."""
+
+    def __init__(self, blocks: Sequence[nn.Module], out_channels: int, stride: int):
+        super().__init__(*blocks)
+        self.out_channels = out_channels
+        self.stride = stride
+
+
 def make_stage(block: str, num_blocks: int, in_channels: int, out_channels: int, bottleneck_channels: int,
-               first_stride: int, **block_kwargs) -> nn.Sequential:
+               first_stride: int, **block_kwargs) -> Stage:
     """``num_blocks`` blocks; only the first changes resolution (``first_stride``) and width."""
     cls = BLOCKS[block]
     blocks = []
@@ -146,17 +157,21 @@ def make_stage(block: str, num_blocks: int, in_channels: int, out_channels: int,
         blocks.append(cls(in_channels if i == 0 else out_channels, out_channels,
                           bottleneck_channels=bottleneck_channels, stride=first_stride if i == 0 else 1,
                           **block_kwargs))
-    return nn.Sequential(*blocks)
+    return Stage(blocks, out_channels, first_stride)
 
 
 class ResNet(nn.Module):
     """Stem and stages ``res2``..``res{last}``; optionally an ImageNet head (avgpool + ``linear``).
 
+    Declares ``out_channels`` and ``stride`` (in input pixels) of its last stage.
+
     ``forward`` returns a dict {stage name: feature map} for the names in ``out_features``, plus
     ``"linear"`` (B, num_classes) logits when a head is attached.
     """
 
-    def __init__(self, stem: nn.Module, stages: Sequence[nn.Sequential], out_features: Sequence[str] | None = None,
+    STEM_STRIDE = 4
+
+    def __init__(self, stem: nn.Module, stages: Sequence[Stage], out_features: Sequence[str] | None = None,
                  num_classes: int | None = None):
         super().__init__()
         self.stem = stem
@@ -165,8 +180,8 @@ class ResNet(nn.Module):
             self.add_module(name, stage)
         self.out_features = list(out_features or [self.stage_names[-1]])
         self.num_classes = num_classes
-        last = stages[-1][-1]
-        self.out_channels = last.conv3.out_channels if isinstance(last, BottleneckBlock) else last.conv2.out_channels
+        self.out_channels = stages[-1].out_channels  # of the last stage
+        self.stride = self.STEM_STRIDE * math.prod(stage.stride for stage in stages)  # of the last stage
         if num_classes is not None:
             self.linear = nn.Linear(self.out_channels, num_classes)
 
@@ -261,19 +276,3 @@ def build_resnet_stages(*, depth=50, stage_blocks=(), block="", norm="FrozenBN",
                                  dilation=dilation))
         in_ch, out_ch, mid = out_ch, out_ch * 2, mid * 2
     return stem, stages
-
-
-def resnet_kwargs_from_cfg(cfg) -> dict:
-    r = cfg.MODEL.RESNETS
-    return dict(depth=r.DEPTH, stage_blocks=r.STAGE_BLOCKS, block=r.BLOCK, norm=r.NORM, gn_groups=r.GN_GROUPS,
-                shortcut=r.SHORTCUT, stride_in_1x1=r.STRIDE_IN_1X1, residual=r.RESIDUAL,
-                stem_out_channels=r.STEM_OUT_CHANNELS, res2_out_channels=r.RES2_OUT_CHANNELS,
-                width_per_group=r.WIDTH_PER_GROUP, res5_dilation=r.RES5_DILATION)
-
-
-def build_resnet(cfg, num_stages: int = 4, num_classes: int | None = None, out_features=None) -> ResNet:
-    """A whole ResNet (stem..res5, or fewer stages) from ``cfg.MODEL.RESNETS``, initialised and frozen."""
-    stem, stages = build_resnet_stages(num_stages=num_stages, **resnet_kwargs_from_cfg(cfg))
-    model = ResNet(stem, stages, out_features=out_features, num_classes=num_classes)
-    init_weights(model, cfg.MODEL.RESNETS.ZERO_INIT_RESIDUAL)
-    return model.freeze(cfg.MODEL.RESNETS.FREEZE_AT)

@@ -1,21 +1,28 @@
-"""What every model here does with its inputs before its own work: normalise, pad, and at test
-time run only images of the same padded size together."""
+"""What every model here does with its inputs around its own work: normalise, batch, read the
+training targets, and at test time run only images of the same padded size together and map the
+outputs back to the original images."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from detection.structures import ImageList
+from detection.structures import ImageList, ceil_to_multiple
 
 
 class ImageModel(nn.Module):
     """Base of the detector and the localizer.
 
     Inputs are a list of dicts, one per image, with ``image``: a (3, h, w) tensor, 0..255, in the
-    channel order of INPUT.FORMAT, already resized by the data loader (and, optionally, the
-    original ``height``/``width`` to map outputs back to). Subclasses implement
-    ``losses(images: ImageList, inputs) -> dict`` and ``inference(images: ImageList, inputs) -> list``.
+    channel order of INPUT.FORMAT, already resized by the data mapper, and what the mapper did to it
+    (the original ``height``/``width``; see ``box_ops.to_original``). In training each dict also has
+    ``boxes`` (G, 4) xyxy in input pixels and ``labels`` (G,) in 0..K-1.
+
+    Subclasses set ``task`` ("detection" or "localization": which data mapping, evaluator and
+    drawing fit their outputs) and implement ``losses(images, inputs) -> dict`` and
+    ``inference(images, inputs) -> list[dict]`` (outputs in original-image pixels).
     """
+
+    task: str = ""
 
     def __init__(self, pixel_mean, pixel_std, size_divisibility: int = 16, channels_last: bool = False):
         super().__init__()
@@ -34,9 +41,15 @@ class ImageModel(nn.Module):
         return [(x["image"].to(self.device, non_blocking=True).float() - self.pixel_mean) / self.pixel_std
                 for x in batched_inputs]
 
+    def targets(self, batched_inputs: list[dict]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per image ground-truth boxes (G_i, 4) float and labels (G_i,) int64, on the model's device."""
+        gt_boxes = [x["boxes"].to(self.device).float().reshape(-1, 4) for x in batched_inputs]
+        gt_labels = [x["labels"].to(self.device).long().reshape(-1) for x in batched_inputs]
+        return gt_boxes, gt_labels
+
     def padded_size(self, image: torch.Tensor) -> tuple[int, int]:
-        d = max(1, self.size_divisibility)
-        return (-(-image.shape[-2] // d) * d, -(-image.shape[-1] // d) * d)
+        d = self.size_divisibility
+        return ceil_to_multiple(image.shape[-2], d), ceil_to_multiple(image.shape[-1], d)
 
     def batch(self, images: list[torch.Tensor]) -> ImageList:
         batch = ImageList.from_tensors(images, self.size_divisibility)
@@ -56,6 +69,7 @@ class ImageModel(nn.Module):
         return list(groups.values())
 
     def forward(self, batched_inputs: list[dict]):
+        """Training: a dict of losses. Evaluation: one dict of outputs per input, in its order."""
         images = self.normalize(batched_inputs)
         if self.training:
             return self.losses(self.batch(images), batched_inputs)

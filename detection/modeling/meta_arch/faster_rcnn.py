@@ -6,18 +6,20 @@ import torch.nn as nn
 
 from detection.structures import ImageList
 
-from .meta_arch import ImageModel
-from .res5_head import Res5ROIHeads
-from .rpn import RPN, clip_boxes
+from ..box_ops import nonempty, to_original
+from ..res5_head import Res5ROIHeads
+from ..rpn import RPN
+from .base import ImageModel
 
 
 class FasterRCNN(ImageModel):
-    """Inputs: see :class:`ImageModel`; in training each dict also has ``boxes`` (N, 4) xyxy in
-    resized-image pixels and ``labels`` (N,) in 0..K-1.
+    """Inputs: see :class:`ImageModel`.
 
     Training returns a dict of the four losses. Evaluation returns per image a dict
     ``{"boxes": (D, 4) xyxy in original-image pixels, "scores": (D,), "labels": (D,)}``.
     """
+
+    task = "detection"
 
     def __init__(self, backbone: nn.Module, rpn: RPN, roi_heads: Res5ROIHeads, pixel_mean, pixel_std,
                  size_divisibility: int = 16, feature_name: str = "res4", channels_last: bool = False):
@@ -27,31 +29,33 @@ class FasterRCNN(ImageModel):
         self.roi_heads = roi_heads
         self.feature_name = feature_name
 
+    @property
+    def num_classes(self) -> int:
+        return self.roi_heads.num_classes
+
     def losses(self, images: ImageList, batched_inputs: list[dict]) -> dict[str, torch.Tensor]:
         features = self.backbone(images.tensor)[self.feature_name]
-        gt_boxes = [x["boxes"].to(self.device).float().reshape(-1, 4) for x in batched_inputs]
-        gt_labels = [x["labels"].to(self.device).long().reshape(-1) for x in batched_inputs]
+        gt_boxes, gt_labels = self.targets(batched_inputs)
         proposals, losses = self.rpn(images, features, gt_boxes)
-        losses.update(self.roi_heads(features, proposals, images.image_sizes, gt_boxes, gt_labels))
+        _, head_losses = self.roi_heads(features, proposals, images.image_sizes, gt_boxes, gt_labels)
+        losses.update(head_losses)
         return losses
 
     def inference(self, images: ImageList, batched_inputs: list[dict]) -> list[dict]:
-        return [postprocess(r, x, size) for r, x, size in zip(self.detect(images), batched_inputs, images.image_sizes)]
+        return [detector_postprocess(r, x, size)
+                for r, x, size in zip(self.detect(images), batched_inputs, images.image_sizes)]
 
     def detect(self, images: ImageList) -> list[dict]:
         """Detections per image in resized-input pixels."""
         features = self.backbone(images.tensor)[self.feature_name]
         proposals, _ = self.rpn(images, features)
-        return self.roi_heads(features, proposals, images.image_sizes)
+        detections, _ = self.roi_heads(features, proposals, images.image_sizes)
+        return detections
 
 
-def postprocess(result: dict, inputs: dict, image_size: tuple[int, int]) -> dict:
-    """Map boxes from the resized input back to the original image (``height``/``width`` in
-    ``inputs``), clip them to it and drop boxes that became empty."""
-    h, w = image_size
-    out_h, out_w = inputs.get("height", h), inputs.get("width", w)
-    boxes = result["boxes"]
-    scale = boxes.new_tensor([out_w / w, out_h / h, out_w / w, out_h / h])
-    boxes = clip_boxes(boxes * scale, boxes.new_tensor([out_h, out_w]))
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+def detector_postprocess(result: dict, sample: dict, input_size: tuple[int, int]) -> dict:
+    """Detections in input pixels -> original-image pixels (``box_ops.to_original``), dropping the
+    boxes that became empty."""
+    boxes = to_original(result["boxes"], sample, input_size)
+    keep = nonempty(boxes)
     return {"boxes": boxes[keep], "scores": result["scores"][keep], "labels": result["labels"][keep]}

@@ -1,22 +1,19 @@
-"""The localization mode: per-class RPN (PCR) + image classifier (detection/modeling/pcr.py)."""
+"""The localization mode: per-class RPN (PCR) + image classifier (detection/modeling/meta_arch/pcr.py):
+build, anchor sampling, which channels train, decoding to the original image, outputs, class file,
+a short training run, one and several test scales."""
 import json
 
-import cv2
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
-from detection.config import load_config
-from detection.data.mapper import DatasetMapper, boxes_to_original
-from detection.data.records import make_record
-from detection.engine.predictor import Predictor
+from tiny_localizer import K, tiny_cfg
+
 from detection.evaluation.loc_eval import LocalizationEvaluator
 from detection.modeling import build_model
-from detection.modeling.faster_rcnn import FasterRCNN
-from detection.modeling.pcr import PCRLocalizer, merge_top_boxes
-
-K = 3
+from detection.modeling.box_ops import to_original
+from detection.modeling.class_merge import merge_top_boxes
+from detection.modeling.meta_arch import FasterRCNN, PCRLocalizer
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -26,17 +23,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def tiny_cfg(*opts):
-    return load_config(None, [
-        "MODEL.META_ARCHITECTURE", "PCRLocalizer", "MODEL.WEIGHTS", "",
-        "MODEL.PIXEL_MEAN", "[110.0, 110.0, 110.0]", "MODEL.PIXEL_STD", "[60.0, 60.0, 60.0]",
-        "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.NORM", "GN", "MODEL.RESNETS.GN_GROUPS", "4",
-        "MODEL.RESNETS.FREEZE_AT", "0", "MODEL.RESNETS.STRIDE_IN_1X1", "False",
-        "MODEL.RESNETS.STEM_OUT_CHANNELS", "8", "MODEL.RPN.HEAD_CHANNELS", "16",
-        "MODEL.ANCHOR_GENERATOR.SIZES", "[16, 24, 32, 48]", "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "[1.0]",
-        "MODEL.PCR.NUM_CLASSES", str(K), *opts])
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +36,8 @@ def test_build_model_dispatches_on_meta_architecture(model):
     assert model.num_classes == K
     assert model.classifier.linear.out_features == K
     # the per-class head: K logits and 4K deltas for each of the 4 anchors of a cell
-    assert model.head.class_logits.out_channels == 4 * K
-    assert model.head.class_deltas.out_channels == 4 * K * 4
+    assert model.head.objectness_logits.out_channels == 4 * K
+    assert model.head.anchor_deltas.out_channels == 4 * K * 4
     det_cfg = tiny_cfg("MODEL.META_ARCHITECTURE", "FasterRCNN", "MODEL.ROI_HEADS.NUM_CLASSES", "2")
     assert isinstance(build_model(det_cfg), FasterRCNN)
     with pytest.raises(ValueError, match="CLASS_FILE"):
@@ -104,34 +90,13 @@ def test_only_the_true_class_regressor_and_channel_get_gradient(model):
     assert set(losses) == {"loss_pcr_cls", "loss_pcr_loc", "loss_cls"}
     (losses["loss_pcr_cls"] + losses["loss_pcr_loc"]).backward()
     a = model.head.num_anchors
-    reg = model.head.class_deltas.weight.grad.view(a, K, 4, -1)
-    cls = model.head.class_logits.weight.grad.view(a, K, -1)
+    reg = model.head.anchor_deltas.weight.grad.view(a, K, 4, -1)
+    cls = model.head.objectness_logits.weight.grad.view(a, K, -1)
     others = [c for c in range(K) if c != true_class]
     assert reg[:, true_class].abs().sum() > 0 and cls[:, true_class].abs().sum() > 0
     assert reg[:, others].abs().sum() == 0
     assert cls[:, others].abs().sum() == 0  # channels of classes absent from the image are not trained
     model.zero_grad()
-
-
-def test_head_evaluated_at_sampled_anchors_equals_the_dense_convolution(model):
-    torch.manual_seed(3)
-    t = torch.randn(2, 16, 3, 5)
-    logits, deltas = model.head.dense(t)
-    img = torch.tensor([0, 1, 1, 0, 1])
-    anc = torch.tensor([0, 7, 59, 33, 14])
-    cls = torch.tensor([2, 0, 1, 1, 2])
-    assert torch.allclose(model.head.logits_at(t, img, anc, cls), logits[img, anc, cls], atol=1e-6)
-    assert torch.allclose(model.head.deltas_at(t, img, anc, cls), deltas[img, anc, cls], atol=1e-6)
-
-
-def test_merge_is_score_weighted_mean_of_boxes_overlapping_the_top_one():
-    boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]])  # IoU(0, 1) = 81 / 119
-    scores = torch.tensor([0.9, 0.6, 0.5])
-    merged = merge_top_boxes(boxes, scores, 0.5)
-    assert torch.allclose(merged, torch.tensor([0.4, 0.4, 10.4, 10.4]))
-    assert torch.allclose(merge_top_boxes(boxes, scores, 0.7), boxes[0])  # box 1 below the IoU threshold
-    batched = merge_top_boxes(boxes.expand(2, 3, 3, 4), scores.expand(2, 3, 3), 0.5)
-    assert batched.shape == (2, 3, 4) and torch.allclose(batched, merged.expand(2, 3, 4))
 
 
 class FixedHead(nn.Module):
@@ -180,9 +145,9 @@ def test_decoding_takes_class_c_regressor_at_class_c_best_anchor_and_maps_to_ori
     assert torch.allclose(out[0]["boxes_per_class"], whole, atol=1e-4)
     crop = ((expected + torch.tensor([8.0, 0, 8, 0])) * torch.tensor([100 / 80, 100 / 64, 100 / 80, 100 / 64]))
     assert torch.allclose(out[1]["boxes_per_class"], crop.clamp(0, 100), atol=1e-4)
-    # the same mapping as the data side's helper for the mapper's 1-crop keys
+    # the one inverse of the data side, on the mapper's 1-crop keys
     sample = {"image": image, "height": 100, "width": 100, "crop_origin": (8, 0), "resized_size": (64, 80)}
-    assert torch.allclose(out[1]["boxes_per_class"], boxes_to_original(expected, sample), atol=1e-4)
+    assert torch.allclose(out[1]["boxes_per_class"], to_original(expected, sample, (64, 64)), atol=1e-4)
 
 
 def test_outputs_are_what_the_evaluator_reads(model):
@@ -249,36 +214,6 @@ def test_a_few_hundred_steps_localize_a_handful_of_images():
 
 
 # ---------------------------------------------------------------------------- multi-scale dense test
-DENSE = ("INPUT.LOC_TEST_MODE", "dense", "INPUT.MAX_SIZE_TEST", "200")
-
-
-def loc_record(tmp_path, h=90, w=150):
-    """A random 90x150 PNG and its record."""
-    path = str(tmp_path / "loc.png")
-    cv2.imwrite(path, np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
-    return make_record(path, 1, h, w, [[10, 20, 60, 70]], [2], [False])
-
-
-def test_dense_mapper_adds_the_whole_image_at_the_other_sizes(tmp_path):
-    record = loc_record(tmp_path)
-    for fmt in ("BGR", "RGB"):
-        def mapped(sizes):
-            cfg = tiny_cfg(*DENSE, "INPUT.FORMAT", fmt, "INPUT.LOC_TEST_SIZES", str(sizes))
-            return DatasetMapper(cfg, is_train=False, loc=True)(record)
-
-        single, multi = mapped([64]), mapped([64, 96, 160])
-        assert "extra_scales" not in single
-        assert torch.equal(multi["image"], single["image"]) and multi["image"].shape == (3, 64, 107)
-        # 90x150 at shorter side 96: 96x160; at 160: 160x267, over MAX_SIZE_TEST 200 so 120x200
-        assert [tuple(x.shape) for x in multi["extra_scales"]] == [(3, 96, 160), (3, 120, 200)]
-        for x, size in zip(multi["extra_scales"], (96, 160)):  # resized and channel-ordered as "image" at that size
-            assert x.dtype == torch.uint8 and torch.equal(x, mapped([size])["image"])
-
-
-def test_one_crop_takes_one_test_size():
-    with pytest.raises(ValueError, match="LOC_TEST_SIZES"):
-        DatasetMapper(tiny_cfg("INPUT.LOC_TEST_SIZES", "[64, 96]"), is_train=False, loc=True)
-    DatasetMapper(tiny_cfg("INPUT.LOC_TEST_SIZES", "[64, 96]"), is_train=True, loc=True)  # training ignores them
 
 
 @pytest.fixture(scope="module")
@@ -287,8 +222,8 @@ def sharp_model():
     torch.manual_seed(0)
     m = build_model(tiny_cfg()).eval()
     with torch.no_grad():
-        m.head.class_logits.weight.normal_(0, 0.3)
-        m.head.class_deltas.weight.normal_(0, 0.03)
+        m.head.objectness_logits.weight.normal_(0, 0.3)
+        m.head.anchor_deltas.weight.normal_(0, 0.03)
     m.merge_iou = 0.3  # a random net's candidates rarely overlap more
     return m
 
@@ -308,7 +243,7 @@ def test_one_scale_is_the_merge_of_its_candidates(sharp_model):
     same = m([{**x, "extra_scales": []}])[0]
     assert all(torch.equal(out[k], same[k]) for k in out)
     boxes, scores = candidates(m, image)
-    expected = m.to_original(merge_top_boxes(boxes, scores, m.merge_iou)[None], [x], [(48, 80)])[0]
+    expected = to_original(merge_top_boxes(boxes, scores, m.merge_iou), x, (48, 80))
     assert torch.equal(out["boxes_per_class"], expected)
     assert torch.equal(out["box_scores"], scores[out["labels"], 0])
 
@@ -339,16 +274,3 @@ def test_several_scales_merge_the_pooled_candidates_and_average_the_classifier(s
         assert torch.allclose(out[i]["box_scores"], scores[out[i]["labels"], 0], atol=1e-6)
     with pytest.raises(ValueError, match="extra_scales"):
         m([{"image": images[0][0], "extra_scales": images[0][1:]}, {"image": images[1][0], "extra_scales": []}])
-
-
-def test_predictor_tests_every_size_as_the_mapper(tmp_path):
-    record = loc_record(tmp_path)
-    torch.manual_seed(0)
-    cfg = tiny_cfg(*DENSE, "INPUT.LOC_TEST_SIZES", "[64, 96]", "DATASETS.ROOT", str(tmp_path))
-    predictor = Predictor(cfg)
-    got = predictor(cv2.imread(record["file_name"]))
-    sample = DatasetMapper(cfg, is_train=False, loc=True)(record)
-    assert len(sample["extra_scales"]) == 1
-    expected = predictor.model([sample])[0]
-    np.testing.assert_array_equal(got["boxes"], expected["boxes"].numpy())
-    np.testing.assert_array_equal(got["scores"], expected["scores"].numpy())

@@ -1,0 +1,53 @@
+"""ROIPooler (detection/modeling/pooler.py): torchvision's roi_align / roi_pool and a hand-computed ramp."""
+import pytest
+import torch
+from torchvision.ops import roi_align, roi_pool
+
+from detection.modeling.pooler import ROIPooler
+
+
+def _pool_inputs():
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 8, 12, 16, generator=g)
+    boxes = [torch.tensor([[10.0, 20.0, 100.0, 150.0], [0.0, 0.0, 255.0, 191.0], [33.3, 47.1, 60.2, 70.9]]),
+             torch.tensor([[5.5, 6.5, 250.0, 100.0]])]
+    rois = torch.tensor([[0, 10.0, 20.0, 100.0, 150.0], [0, 0.0, 0.0, 255.0, 191.0], [0, 33.3, 47.1, 60.2, 70.9],
+                         [1, 5.5, 6.5, 250.0, 100.0]])
+    return features, boxes, rois
+
+
+@pytest.mark.parametrize("pooler_type,aligned", [("ROIAlign", False), ("ROIAlignV2", True)])
+def test_roi_align_pooler_equals_torchvision(pooler_type, aligned):
+    features, boxes, rois = _pool_inputs()
+    out = ROIPooler(7, 1 / 16, pooler_type, sampling_ratio=0)(features, boxes)
+    assert out.shape == (4, 8, 7, 7)
+    torch.testing.assert_close(out, roi_align(features, rois, (7, 7), 1 / 16, 0, aligned=aligned), rtol=0, atol=0)
+    other = roi_align(features, rois, (7, 7), 1 / 16, 0, aligned=not aligned)
+    assert not torch.allclose(out, other, atol=1e-3)
+    out2 = ROIPooler(7, 1 / 16, pooler_type, sampling_ratio=2)(features, boxes)
+    torch.testing.assert_close(out2, roi_align(features, rois, (7, 7), 1 / 16, 2, aligned=aligned), rtol=0, atol=0)
+
+
+def test_roi_pool_pooler_equals_torchvision():
+    features, boxes, rois = _pool_inputs()
+    out = ROIPooler(6, 1 / 16, "ROIPool")(features, boxes)
+    torch.testing.assert_close(out, roi_pool(features, rois, (6, 6), 1 / 16), rtol=0, atol=0)
+
+
+def test_roi_align_v2_samples_a_ramp_at_half_pixel_shifted_bin_centres():
+    ramp = torch.arange(16.0).view(1, 1, 1, 16).expand(2, 1, 8, 16).contiguous()  # value = column index
+    ramp[1] += 100.0  # second image: offset, to check the image index
+    boxes = [torch.tensor([[32.0, 16.0, 96.0, 80.0]]), torch.tensor([[40.0, 16.0, 120.0, 80.0]])]
+    v2 = ROIPooler(4, 1 / 16, "ROIAlignV2")(ramp, boxes)
+    v1 = ROIPooler(4, 1 / 16, "ROIAlign")(ramp, boxes)
+    # image 0: x in feature units 2..6, bin width 1; V2 shifts by -0.5
+    torch.testing.assert_close(v2[0, 0], torch.tensor([2.0, 3.0, 4.0, 5.0]).expand(4, 4))
+    torch.testing.assert_close(v1[0, 0], torch.tensor([2.5, 3.5, 4.5, 5.5]).expand(4, 4))
+    # image 1: x 2.5..7.5, bin width 1.25
+    expected = 100.0 + 2.5 - 0.5 + (torch.arange(4.0) + 0.5) * 1.25
+    torch.testing.assert_close(v2[1, 0], expected.expand(4, 4))
+
+
+def test_unknown_pooler_type_raises():
+    with pytest.raises(ValueError, match="POOLER_TYPE"):
+        ROIPooler(7, 1 / 16, "ROIWarp")
