@@ -115,6 +115,18 @@ def test_resume_stops_when_the_checkpoint_has_other_classes_than_the_data(traine
         load_tool("train_net").main(["--config", QUICKSTART, "--resume", *opts])
 
 
+def test_localizer_count_is_taken_into_its_own_key(tmp_path):
+    cfg = load_config(QUICKSTART.replace("quickstart.yaml", "quickstart_loc.yaml"), [
+        "MODEL.PCR.NUM_CLASSES", "0", "DATASETS.ROOT", str(tmp_path), "DATASETS.SYNTHETIC.NUM_TRAIN", "2",
+        "DATASETS.SYNTHETIC.NUM_VAL", "2", "DATASETS.SYNTHETIC.IMAGE_SIZE", "64"])
+    resolved, names = resolve_classes(cfg, cfg.DATASETS.TRAIN)
+    assert resolved.MODEL.PCR.NUM_CLASSES == 6 and names == SHAPES
+    assert resolved.MODEL.ROI_HEADS.NUM_CLASSES == cfg.MODEL.ROI_HEADS.NUM_CLASSES  # the detector's key untouched
+    cfg.MODEL.PCR.NUM_CLASSES = 5
+    with pytest.raises(ClassMismatchError, match="MODEL.PCR.NUM_CLASSES is 5 but dataset synthetic_loc_train"):
+        resolve_classes(cfg, cfg.DATASETS.TRAIN)
+
+
 def test_zero_without_data_or_named_checkpoint_asks_for_the_count(tmp_path):
     cfg = load_config(QUICKSTART, ["MODEL.ROI_HEADS.NUM_CLASSES", "0"])
     with pytest.raises(ClassMismatchError, match="set MODEL.ROI_HEADS.NUM_CLASSES to the number of classes"):
