@@ -144,6 +144,7 @@ class Trainer:
             logger.info("training had stopped early at iteration %d (%s, %d evaluations without a new best, "
                         "TEST.PATIENCE %d): nothing to do; raise TEST.PATIENCE to continue",
                         start, self.best.describe(), self.best.since, self.best.patience)
+            self.events.close()
             return
         logger.info("training from iteration %d to %d", start, max_iter)
         data = self.build_loader(start)
