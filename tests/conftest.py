@@ -14,7 +14,6 @@ def single_thread():
     torch.set_num_threads(n)
 
 
-
 _ROOT_LOGGER = logging.getLogger()
 _ROOT_STATE = (list(_ROOT_LOGGER.handlers), _ROOT_LOGGER.level)
 
