@@ -26,6 +26,7 @@ import logging
 import os
 
 from detection.checkpoint import load_weights
+from detection.engine.classes import resolve_classes
 from detection.engine.inference import evaluate
 from detection.engine.launch import default_parser, setup
 from detection.evaluation import evaluate_files
@@ -102,10 +103,11 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--output is for results-file mode; in model mode give OUTPUT_DIR DIR "
                      "(files go to OUTPUT_DIR/eval/<dataset>/)")
     cfg = setup(args)
-    model = build_model(cfg)
     weights = args.weights if args.weights is not None else cfg.MODEL.WEIGHTS
     if not weights:
         parser.error("no weights: give --weights or MODEL.WEIGHTS")
+    cfg, _ = resolve_classes(cfg, cfg.DATASETS.TEST, weights)  # before anything is built
+    model = build_model(cfg)
     load_weights(model, weights)
     results = evaluate(cfg, model, plot=not args.no_plot, iou_threshold=args.iou, score_thresh=args.score_thresh)
     logger.info("results: %s", json.dumps({n: {k: m.get(k) for k in ("AP50", "AP", "loc_err_gt")} for n, m in

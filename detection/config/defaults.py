@@ -54,7 +54,7 @@ SCHEMA = {
             "HEAD_CHANNELS": (0, "channels of the RPN 3x3 conv (0 = same as the trunk output)"),
         },
         "ROI_HEADS": {
-            "NUM_CLASSES": (80, "foreground classes; background is the extra last logit"),
+            "NUM_CLASSES": (80, "foreground classes; background is the extra last logit; 0 = as many as the training dataset has"),
             "IOU_THRESHOLD": (0.5, "proposals with IoU >= this are foreground"),
             "BG_IOU_LOW": (0.0, "background proposals have IoU in [BG_IOU_LOW, IOU_THRESHOLD) (0.1 in py-faster-rcnn)"),
             "BATCH_SIZE_PER_IMAGE": (512, "RoIs sampled per image for the head losses"),
@@ -73,7 +73,7 @@ SCHEMA = {
             "SMOOTH_L1_BETA": (0.0, "smooth-L1 beta of the head box loss (0 = L1)"),
         },
         "PCR": {
-            "NUM_CLASSES": (1000, "classes of the localization mode"),
+            "NUM_CLASSES": (1000, "classes of the localization mode; 0 = as many as the training dataset has"),
             "ANCHORS_PER_IMAGE": (8, "anchors sampled per image, positives:negatives 1:1"),
             "POSITIVE_FRACTION": (0.5, "fraction of the sampled anchors that are positive"),
             "IOU_THRESHOLDS": ([0.3, 0.7], "anchor negative below / positive at or above (IoU with a box of the image's class)"),
@@ -121,6 +121,8 @@ SCHEMA = {
     "DATALOADER": {
         "NUM_WORKERS": (2, "loader worker processes per training process"),
         "ASPECT_RATIO_GROUPING": (True, "batch landscape images with landscape, portrait with portrait"),
+        "SAMPLER_TRAIN": ("TrainingSampler", "TrainingSampler (each image once per epoch) or RepeatFactorTrainingSampler (LVIS rule: images of rare classes repeated)"),
+        "REPEAT_THRESHOLD": (0.001, "RepeatFactorTrainingSampler: classes in fewer than this fraction of the images are repeated, by sqrt(threshold / fraction)"),
     },
     "SOLVER": {
         "IMS_PER_BATCH": (16, "images per iteration across all processes"),
@@ -143,6 +145,9 @@ SCHEMA = {
     "TEST": {
         "EVAL_PERIOD": (0, "evaluate every this many iterations (0 = only at the end)"),
         "IMS_PER_BATCH": (1, "images per inference batch per process"),
+        "BEST_METRIC": ("AP50", "metric of the first DATASETS.TEST whose best value keeps OUTPUT_DIR/model_best.pth (AP, AP50, loc_err_gt, ...)"),
+        "BEST_METRIC_MODE": ("auto", "max, min, or auto: min for error/loss metrics (name contains err or loss), else max"),
+        "PATIENCE": (0, "stop training after this many evaluations without a new best (0 = off)"),
     },
     "OUTPUT_DIR": ("./output", "checkpoints, logs, metrics and plots go here"),
     "SEED": (0, "global seed of the model and the data (<0: random, drawn once per run; the tools "

@@ -45,7 +45,8 @@ class Checkpointer:
         self.scheduler = scheduler
         self.scaler = scaler
 
-    def save(self, name: str, iteration: int, **extra) -> str:
+    def save(self, name: str, iteration: int, pointer: bool = True, **extra) -> str:
+        """Write OUTPUT_DIR/<name>.pth; ``pointer``: make it the one ``--resume`` continues from."""
         model = unwrap_model(self.model)
         data = {"model": model.state_dict(), "iteration": iteration, "rng": rng_state(), **extra}
         if self.optimizer is not None:
@@ -56,7 +57,8 @@ class Checkpointer:
             data["scaler"] = self.scaler.state_dict()
         path = os.path.join(self.output_dir, f"{name}.pth")
         atomic_write(path, lambda p: torch.save(data, p))  # a crash mid-save leaves the last good one
-        write_text(os.path.join(self.output_dir, POINTER), os.path.basename(path))
+        if pointer:
+            write_text(os.path.join(self.output_dir, POINTER), os.path.basename(path))
         logger.info("saved checkpoint %s (iteration %d)", path, iteration)
         return path
 

@@ -8,6 +8,8 @@ from detection.checkpoint import load_weights
 from detection.data import DatasetMapper, get_dataset_info
 from detection.modeling import build_model
 
+from .classes import resolve_classes
+
 
 class Predictor:
     """``Predictor(cfg)(image)`` with ``image`` an (H, W, 3) uint8 array in ``image_format``
@@ -21,6 +23,7 @@ class Predictor:
     """
 
     def __init__(self, cfg, weights: str | None = None):
+        cfg = resolve_classes(cfg, weights=cfg.MODEL.WEIGHTS if weights is None else weights, fallback_dataset=True)[0]
         self.cfg = cfg
         self.model = build_model(cfg).eval()
         path = weights if weights is not None else cfg.MODEL.WEIGHTS
