@@ -2,7 +2,6 @@
 plots, worst images, and index.html (parsed, and loaded in a real headless Chromium)."""
 
 import json
-import os
 import shutil
 import subprocess
 from html.parser import HTMLParser

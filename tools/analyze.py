@@ -217,7 +217,7 @@ def cmd_dataset(args) -> dict:
         print(common.format_table(["", *[f"q{v:g}" for v in q["q"]]],
                                   [[k, *[f"{v:.3g}" for v in q[k]]] for k in q if k != "q"]))
     lo, hi = res["iou_thresholds"]
-    print(f"\nanchor coverage (anchors on each image's feature grid): share of boxes whose best anchor IoU is")
+    print("\nanchor coverage (anchors on each image's feature grid): share of boxes whose best anchor IoU is")
     rows = [[k, str(a["sizes"]), str(a["ratios"]), f"{100 * a['coverage']['positive']:.1f}%",
              f"{100 * a['coverage']['between']:.1f}%", f"{100 * a['coverage']['below']:.1f}%",
              f"{a['coverage']['median_best_iou']:.3f}"] for k, a in res["anchors"].items()]
