@@ -12,7 +12,7 @@ import copy
 import logging
 import os
 import zipfile
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
