@@ -9,7 +9,8 @@ from .converters import (INPUT_HINTS, Checkpoint, CheckpointInfo, convert_caffe2
                          convert_detectron2, convert_torchvision, detect_format)
 from .errors import (CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, NonFiniteWeightsError,
                      PartialWeightsError, UnsafePickleError, WeightLoadError)
-from .loader import LoadReport, group_names, load_checkpoint, load_weights, match_checkpoint, read_checkpoint
+from .loader import (LoadReport, group_names, load_checkpoint, load_weights, match_checkpoint, read_checkpoint,
+                     read_raw)
 from .safe_pickle import RestrictedUnpickler, safe_load, safe_loads
 
 __all__ = [
@@ -17,5 +18,5 @@ __all__ = [
     "INPUT_HINTS", "LoadReport", "NonFiniteWeightsError", "PartialWeightsError", "RestrictedUnpickler",
     "UnsafePickleError", "WeightLoadError", "convert_caffe2",
     "convert_checkpoint", "convert_detectron2", "convert_torchvision", "detect_format", "group_names",
-    "load_checkpoint", "load_weights", "match_checkpoint", "read_checkpoint", "safe_load", "safe_loads",
+    "load_checkpoint", "load_weights", "match_checkpoint", "read_checkpoint", "read_raw", "safe_load", "safe_loads",
 ]

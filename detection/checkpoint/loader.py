@@ -33,7 +33,8 @@ from .errors import CheckpointNotFoundError, CorruptCheckpointError, UnsafePickl
 from .fit import check_finite, check_partial
 from .safe_pickle import RestrictedUnpickler, _numpy_core
 
-__all__ = ["LoadReport", "group_names", "load_checkpoint", "load_weights", "match_checkpoint", "read_checkpoint"]
+__all__ = ["LoadReport", "group_names", "load_checkpoint", "load_weights", "match_checkpoint", "read_checkpoint",
+           "read_raw"]
 
 _LOGGER = logging.getLogger(__name__)
 MIN_LOADED_FRACTION = 0.10
@@ -43,7 +44,8 @@ _BENIGN_LEAVES = ("num_batches_tracked",) + DEPRECATED_PIXEL_KEYS
 
 
 # --------------------------------------------------------------------------------------------- reading
-def _read_object(path: str):
+def read_raw(path: str):
+    """The object a weight file holds, read safely; errors name the file."""
     if not os.path.exists(path):
         raise CheckpointNotFoundError(f"checkpoint file not found: {path}")
     if not os.path.isfile(path):
@@ -101,7 +103,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     Python 2 caffe2 pickles), torch files through ``torch.load(weights_only=True)``.
     """
     path = os.fspath(path)
-    obj = _read_object(path)
+    obj = read_raw(path)
     if not isinstance(obj, Mapping):
         raise CorruptCheckpointError(f"checkpoint {path} does not hold weights: expected a dict of tensors or arrays, "
                                      f"got {type(obj).__name__}")
