@@ -258,7 +258,7 @@ def _parse_cli_value(text: str) -> Any:
     except (ValueError, SyntaxError):
         pass
     try:
-        value = yaml.safe_load(text)
+        value = yaml.load(text, Loader=_ConfigLoader)
     except yaml.YAMLError:
         return text
     return text if value is None else value
