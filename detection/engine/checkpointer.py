@@ -22,7 +22,8 @@ from detection.utils.io import atomic_write, write_text
 logger = logging.getLogger(__name__)
 
 POINTER = "last_checkpoint"
-# Temporary files of an atomic write, ours ("x.pth.tmp.<pid>") or utils.io's (".x.pth.<pid>.<hex>.tmp").
+# Temporary files an atomic write leaves when killed: "x.pth.tmp.<pid>" (this file's writer) or
+# ".x.pth.<pid>.<hex>.tmp" (a writer with unique names).
 _TEMPORARY = re.compile(r"^(?:(?P<a>.+)\.tmp\.\d+|\.(?P<b>.+)\.\d+\.[0-9a-f]+\.tmp)$")
 _SAVED = re.compile(r"^model_.+\.pth$")
 
