@@ -22,8 +22,8 @@ from detection.utils.io import atomic_write, write_text
 logger = logging.getLogger(__name__)
 
 POINTER = "last_checkpoint"
-# Temporary files an atomic write leaves when killed: "x.pth.tmp.<pid>" (this file's writer) or
-# ".x.pth.<pid>.<hex>.tmp" (a writer with unique names).
+# Temporary files an atomic write leaves when killed: ".x.pth.<pid>.<hex>.tmp" (utils.io.atomic_write)
+# or "x.pth.tmp.<pid>" (the writer of earlier versions).
 _TEMPORARY = re.compile(r"^(?:(?P<a>.+)\.tmp\.\d+|\.(?P<b>.+)\.\d+\.[0-9a-f]+\.tmp)$")
 _SAVED = re.compile(r"^model_.+\.pth$")
 
