@@ -85,10 +85,13 @@ def test_resume_when_the_pointer_names_a_missing_file_stops_and_writes_nothing(r
     assert sorted(os.listdir(run_dir)) == before
 
 
-def test_resume_with_checkpoints_but_no_pointer_stops(run_dir):
+def test_resume_with_checkpoints_but_no_pointer_takes_the_newest(run_dir):
+    """A kill between writing a checkpoint and its pointer leaves the checkpoint without a pointer."""
+    trainer = make_trainer(run_dir)
+    trainer.iteration = 10
+    trainer.save("model_0000010")
     (run_dir / POINTER).unlink()
-    with pytest.raises(CheckpointNotFoundError, match=r"model_0000002.pth.*but no last_checkpoint file"):
-        make_trainer(run_dir).resume_or_start(True)
+    assert make_trainer(run_dir).resume_or_start(True) == 10
 
 
 def test_resume_in_an_empty_folder_starts_at_zero(tmp_path):

@@ -1,7 +1,8 @@
 """Training checkpoints: written atomically, found again through a ``last_checkpoint`` pointer.
 
-Resuming never starts over silently: a pointer that names a missing file, or checkpoints without a
-pointer, stop the run with a message, and an unreadable checkpoint is an error naming it.
+Resuming never starts over silently: a pointer that names a missing file stops the run with a
+message, checkpoints without a pointer (a kill between the two writes) resume from the newest, and
+an unreadable checkpoint is an error naming it.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ POINTER = "last_checkpoint"
 # Temporary files an atomic write leaves when killed: ".x.pth.<pid>.<hex>.tmp" (utils.io.atomic_write)
 # or "x.pth.tmp.<pid>" (the writer of earlier versions).
 _TEMPORARY = re.compile(r"^(?:(?P<a>.+)\.tmp\.\d+|\.(?P<b>.+)\.\d+\.[0-9a-f]+\.tmp)$")
-_SAVED = re.compile(r"^model_.+\.pth$")
+_SAVED = re.compile(r"^model_(\d+|final)\.pth$")
 
 
 def rng_state() -> dict:
@@ -90,21 +91,20 @@ class Checkpointer:
         return removed
 
     def last_checkpoint(self) -> str | None:
-        """The checkpoint ``last_checkpoint`` names, or None when there is no pointer and no checkpoint.
+        """The checkpoint ``last_checkpoint`` names; without a pointer the newest ``model_*.pth`` (a run
+        killed between writing a checkpoint and its pointer), or None when there is none.
 
-        Raises :class:`CheckpointNotFoundError` when the pointer names a file that is not there, or
-        when checkpoints are there but no pointer: starting over would overwrite them.
+        Raises :class:`CheckpointNotFoundError` when the pointer names a file that is not there:
+        starting over would overwrite the run's outputs.
         """
         pointer = os.path.join(self.output_dir, POINTER)
         if not os.path.isfile(pointer):
-            saved = sorted(n for n in os.listdir(self.output_dir) if _SAVED.match(n)) \
-                if os.path.isdir(self.output_dir) else []
-            if saved:
-                raise CheckpointNotFoundError(
-                    f"{self.output_dir} holds checkpoints ({', '.join(saved[-3:])}) but no {POINTER} file, so it "
-                    f"is not known which to resume from; starting from iteration 0 would overwrite them. Write "
-                    f"the file name to resume from into {pointer}, or use another OUTPUT_DIR")
-            return None
+            saved = [n for n in os.listdir(self.output_dir) if _SAVED.match(n)] if os.path.isdir(self.output_dir) else []
+            if not saved:
+                return None
+            newest = max(saved, key=lambda n: (n == "model_final.pth", n))  # zero-padded: names sort by iteration
+            logger.warning("no %s in %s: taking the newest checkpoint, %s", POINTER, self.output_dir, newest)
+            return os.path.join(self.output_dir, newest)
         with open(pointer, encoding="utf-8", errors="replace") as f:
             name = f.read().strip()
         path = os.path.join(self.output_dir, name)
