@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("no weights: give --weights or MODEL.WEIGHTS")
     cfg, _ = resolve_classes(cfg, cfg.DATASETS.TEST, weights)  # before anything is built
     model = build_model(cfg)
-    load_weights(model, weights)
+    load_weights(model, weights, cfg=cfg)  # partial weights refused unless MODEL.ALLOW_PARTIAL_WEIGHTS
     results = evaluate(cfg, model, plot=not args.no_plot, iou_threshold=args.iou, score_thresh=args.score_thresh)
     logger.info("results: %s", json.dumps({n: {k: m.get(k) for k in ("AP50", "AP", "loc_err_gt")} for n, m in
                                            results.items()}))

@@ -66,7 +66,9 @@ def main(argv=None) -> dict:
                    (classes_comment(class_names) if class_names else "") + cfg.dump())
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
-        load_weights(model, cfg.MODEL.WEIGHTS)
+        # Training may start from part of a model (a loud warning); evaluating one is refused unless
+        # MODEL.ALLOW_PARTIAL_WEIGHTS is set.
+        load_weights(model, cfg.MODEL.WEIGHTS, cfg=cfg, allow_partial=None if args.eval_only else True)
     if args.eval_only:
         results = evaluate(cfg, model)
         logger.info("results: %s", json.dumps(_headline(results)))

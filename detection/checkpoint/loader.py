@@ -30,9 +30,11 @@ import torch.nn as nn
 
 from .converters import DEPRECATED_PIXEL_KEYS, Checkpoint, CheckpointInfo, convert_checkpoint
 from .errors import CheckpointNotFoundError, CorruptCheckpointError, UnsafePickleError, WeightLoadError
+from .fit import check_finite, check_partial
 from .safe_pickle import RestrictedUnpickler, _numpy_core
 
-__all__ = ["LoadReport", "group_names", "load_checkpoint", "load_weights", "match_checkpoint", "read_checkpoint"]
+__all__ = ["LoadReport", "group_names", "load_checkpoint", "load_weights", "match_checkpoint", "read_checkpoint",
+           "read_raw"]
 
 _LOGGER = logging.getLogger(__name__)
 MIN_LOADED_FRACTION = 0.10
@@ -42,7 +44,8 @@ _BENIGN_LEAVES = ("num_batches_tracked",) + DEPRECATED_PIXEL_KEYS
 
 
 # --------------------------------------------------------------------------------------------- reading
-def _read_object(path: str):
+def read_raw(path: str):
+    """The object a weight file holds, read safely; errors name the file."""
     if not os.path.exists(path):
         raise CheckpointNotFoundError(f"checkpoint file not found: {path}")
     if not os.path.isfile(path):
@@ -100,7 +103,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     Python 2 caffe2 pickles), torch files through ``torch.load(weights_only=True)``.
     """
     path = os.fspath(path)
-    obj = _read_object(path)
+    obj = read_raw(path)
     if not isinstance(obj, Mapping):
         raise CorruptCheckpointError(f"checkpoint {path} does not hold weights: expected a dict of tensors or arrays, "
                                      f"got {type(obj).__name__}")
@@ -113,7 +116,6 @@ _RPN_RE = re.compile(r"^(.*?)(?<![^.])(rpn\.head|proposal_generator\.rpn_head)\.
 _PRED_RE = re.compile(r"^(.*?)(?<![^.])(box_predictor)\.(.+)$")
 _LINEAR_RE = re.compile(r"^(.*?)(?<![^.])(linear)\.(weight|bias)$")
 
-_RESNET_PARTS = ("stem", "res2", "res3", "res4", "res5")
 _DROP_REASONS = {
     "linear": "ImageNet classifier head (torchvision fc / caffe2 fc1000): the model has no linear layer",
     "rpn": "RPN head: the model has none",
@@ -312,11 +314,6 @@ def _plan(model_state: dict[str, torch.Tensor], checkpoint: Checkpoint):
             report.notes.append(
                 f"box predictor left as initialised: the file has {fshape[0] - 1} classes (+ background), the model "
                 f"{mshape[0] - 1} (expected when fine-tuning on another dataset)")
-    trunk = [n for n, _, _ in report.shape_mismatch if (_split(n) or ("", "", ""))[1] in _RESNET_PARTS]
-    if trunk:
-        report.warnings.append(
-            f"{len(trunk)} ResNet tensors in the file have other shapes than the model's (e.g. {trunk[0]}): "
-            "the file's ResNet depth or width differs from the model's (MODEL.RESNETS.*)")
     benign = set(report.benign)
     report.num_model_tensors = len(model_state) - len(benign)
     report.num_model_values = sum(t.numel() for k, t in model_state.items() if k not in benign)
@@ -329,7 +326,7 @@ def _samples(names, n=8) -> str:
 
 
 def load_checkpoint(model: nn.Module, checkpoint: Checkpoint, *, strict: bool = False,
-                    logger: logging.Logger | None = None, cfg=None) -> LoadReport:
+                    logger: logging.Logger | None = None, cfg=None, allow_partial: bool | None = None) -> LoadReport:
     """Load converted weights into ``model`` (see :func:`load_weights`)."""
     logger = logger or _LOGGER
     state = _model_state(model)
@@ -337,6 +334,7 @@ def load_checkpoint(model: nn.Module, checkpoint: Checkpoint, *, strict: bool = 
     path = checkpoint.info.path
     if cfg is not None:
         report.warnings += checkpoint.info.config_mismatches(cfg)
+    check_finite(path, [(report.renamed.get(n, n), value) for n, (_, value) in zip(report.loaded, pairs)])
     if report.num_model_tensors == 0:
         raise WeightLoadError(f"cannot load {path}: the model has no parameters or buffers")
     if min(report.fraction_loaded, report.fraction_loaded_values) < MIN_LOADED_FRACTION:
@@ -354,6 +352,9 @@ def load_checkpoint(model: nn.Module, checkpoint: Checkpoint, *, strict: bool = 
             + "Is this the right file for this model (depth, format)?")
     if strict and not report.complete:
         raise WeightLoadError(f"strict loading of {path} failed:\n{report.table()}")
+    if allow_partial is None:
+        allow_partial = bool(cfg.MODEL.ALLOW_PARTIAL_WEIGHTS) if cfg is not None else True
+    check_partial(report, allow_partial, logger)
     with torch.no_grad():
         for dst, value in pairs:
             dst.copy_(value.to(dtype=dst.dtype))
@@ -363,7 +364,7 @@ def load_checkpoint(model: nn.Module, checkpoint: Checkpoint, *, strict: bool = 
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike, *, strict: bool = False,
-                 logger: logging.Logger | None = None, cfg=None) -> LoadReport:
+                 logger: logging.Logger | None = None, cfg=None, allow_partial: bool | None = None) -> LoadReport:
     """Read ``path`` (torchvision / caffe2 / Detectron2 / our checkpoint), convert, load into ``model``.
 
     Tensors are placed by the model's naming (plain ResNet, C4 detector with ``backbone.`` and
@@ -376,5 +377,14 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, strict: bool = Fa
     :class:`CorruptCheckpointError`, a pickle that asks for code :class:`UnsafePickleError`; all are
     :class:`CheckpointError` and name the file. With ``cfg``, settings that do not fit the weights
     (input format, pixel mean/std, stride placement) are added to ``report.warnings``.
+
+    A file holding NaN or infinite values raises :class:`NonFiniteWeightsError` naming a tensor. A
+    file that leaves more than 1% of the model's ResNet tensors (stem, res2..res5) as initialised
+    (an R50 file in an R101 model; the RPN and box predictor do not count) is *partial*: with
+    ``allow_partial`` it is loaded with a warning that names the likely cause (depth, width, norm),
+    without it :class:`PartialWeightsError` is raised before anything is copied. ``allow_partial=None``
+    takes ``cfg.MODEL.ALLOW_PARTIAL_WEIGHTS`` when ``cfg`` is given (how evaluation and the demo
+    load) and allows otherwise; training passes ``allow_partial=True``.
     """
-    return load_checkpoint(model, read_checkpoint(path), strict=strict, logger=logger, cfg=cfg)
+    return load_checkpoint(model, read_checkpoint(path), strict=strict, logger=logger, cfg=cfg,
+                           allow_partial=allow_partial)

@@ -11,6 +11,7 @@ import time
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from detection.checkpoint import CheckpointNotFoundError
 from detection.utils.comm import all_gather_object, get_world_size, is_main_process, reduce_dict, unwrap_model
 
 from .best import BestMetric
@@ -62,6 +63,8 @@ class Trainer:
         self.best = BestMetric(cfg.TEST.BEST_METRIC, cfg.TEST.BEST_METRIC_MODE, cfg.TEST.PATIENCE)
 
     def resume_or_start(self, resume: bool) -> int:
+        if is_main_process():
+            self.checkpointer.remove_temporary_files()
         if resume and self.checkpointer.last_checkpoint():
             data = self.checkpointer.resume()
             self.iteration = data["iteration"]
@@ -85,7 +88,10 @@ class Trainer:
         total = sum(losses.values())
         values = {k: float(v.detach()) for k, v in losses.items()}
         if not math.isfinite(float(total.detach())):
-            last = self.checkpointer.last_checkpoint()
+            try:
+                last = self.checkpointer.last_checkpoint()
+            except CheckpointNotFoundError:  # checkpoints of an earlier run, no pointer yet
+                last = None
             raise FloatingPointError(
                 f"non-finite loss at iteration {self.iteration}: "
                 + ", ".join(f"{k}={v}" for k, v in values.items())
