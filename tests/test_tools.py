@@ -2,6 +2,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import cv2
 import pytest
@@ -158,3 +160,13 @@ def test_visualize_results_draws_worst_images_first(trained, tmp_path):
     for d in drawn:
         assert (tmp_path / "res" / d["file"]).is_file()
     assert (tmp_path / "res" / "contact_sheet.jpg").is_file()
+
+
+def test_a_bad_input_ends_with_its_message_and_status_2_not_a_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("SOLVER:\n  BASE_LR: 0.1\nSOLVER:\n  MAX_ITER: 10\n")
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config", str(bad)],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "DETECTION_TRACEBACK": ""})
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr
+    assert "error: " in run.stderr and str(bad) in run.stderr and "SOLVER" in run.stderr

@@ -42,7 +42,7 @@ from detection.analysis.dataset import dataset_report
 from detection.config import load_config
 from detection.data import get_dataset
 from detection.engine.events import read_metrics
-from detection.engine.launch import HelpFormatter, add_config_argument, add_overrides_argument
+from detection.engine.launch import HelpFormatter, add_config_argument, add_overrides_argument, run_tool
 from detection.modeling.backbone.resnet import resnet_spec
 from detection.utils.io import write_json
 
@@ -340,4 +340,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -26,7 +26,7 @@ from detection.config import load_config
 from detection.data.catalog import get_dataset
 from detection.data.coco import write_coco_json
 from detection.data.yolo import write_yolo
-from detection.engine.launch import HelpFormatter
+from detection.engine.launch import HelpFormatter, run_tool
 
 logger = logging.getLogger("detection")
 
@@ -68,4 +68,4 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

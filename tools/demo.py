@@ -21,7 +21,7 @@ import os
 import cv2
 
 from detection.data.image_io import ImageReadError, read_image
-from detection.engine.launch import default_parser, setup
+from detection.engine.launch import default_parser, run_tool, setup
 from detection.engine.predictor import Predictor
 from detection.evaluation.thresholds import saved_best_f1_threshold
 from detection.utils.io import write_json
@@ -131,4 +131,4 @@ def main(argv=None) -> list[str]:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -28,7 +28,7 @@ import os
 from detection.checkpoint import load_weights
 from detection.engine.classes import resolve_classes
 from detection.engine.inference import evaluate
-from detection.engine.launch import default_parser, setup
+from detection.engine.launch import default_parser, run_tool, setup
 from detection.evaluation import evaluate_files
 from detection.modeling import build_model
 
@@ -116,4 +116,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

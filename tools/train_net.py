@@ -19,7 +19,7 @@ from detection.engine.best import known_metrics, metric_mode
 from detection.engine.checkpointer import Checkpointer
 from detection.engine.classes import classes_comment, resolve_classes
 from detection.engine.inference import evaluate
-from detection.engine.launch import default_parser, relaunch_with_torchrun, setup
+from detection.engine.launch import default_parser, relaunch_with_torchrun, run_tool, setup
 from detection.engine.trainer import Trainer
 from detection.modeling import build_model
 from detection.utils import comm
@@ -116,4 +116,4 @@ def _headline(results: dict) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

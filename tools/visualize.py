@@ -30,7 +30,7 @@ from detection.data import DatasetMapper, get_dataset
 from detection.data.coco import gt_json_for
 from detection.data.image_io import ImageReadError, read_image
 from detection.engine.inference import eval_output_dir
-from detection.engine.launch import HelpFormatter, add_overrides_argument
+from detection.engine.launch import HelpFormatter, add_overrides_argument, run_tool
 from detection.evaluation.coco_eval import load_coco_gt, validate_results
 from detection.evaluation.explain import explain_detections, image_paths_from_coco
 from detection.evaluation.voc_eval import voc_eval_coco
@@ -155,4 +155,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from collections.abc import Callable
 
 from torch.distributed.run import main as torchrun
 
+from detection.checkpoint.errors import CheckpointError
 from detection.config import CfgNode, load_config
 from detection.utils import comm
 from detection.utils.logger import setup_logger
@@ -77,3 +80,20 @@ def setup(args) -> CfgNode:
     seed = seed_all(cfg.SEED + comm.get_rank())
     logger.info("rank %d/%d, device %s, seed %d", comm.get_rank(), comm.get_world_size(), cfg.MODEL.DEVICE, seed)
     return cfg
+
+
+# What a bad input raises: configs and annotations (ValueError subclasses that name the key, file
+# or record), files (OSError: missing, unreadable, not an image) and weight files.
+USER_ERRORS = (ValueError, OSError, CheckpointError)
+
+
+def run_tool(main: Callable[[], object]) -> None:
+    """A tool's ``main()`` from the command line: a bad input ends with its message and exit
+    status 2 instead of a traceback (``DETECTION_TRACEBACK=1`` shows the traceback too)."""
+    try:
+        main()
+    except USER_ERRORS as e:
+        if os.environ.get("DETECTION_TRACEBACK"):
+            raise
+        print(f"error: {e}\n(set DETECTION_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        sys.exit(2)
