@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING
 
 import torch
 
 from .errors import NonFiniteWeightsError, PartialWeightsError
-
-if TYPE_CHECKING:
-    from .loader import LoadReport
+from .report import LoadReport
 
 __all__ = ["MAX_UNFIT_RESNET_FRACTION", "check_finite", "check_partial", "likely_cause", "unfit_resnet_tensors"]
 
