@@ -176,3 +176,14 @@ def test_yolo_dataset_trains_and_evaluates_like_its_coco_original(tmp_path):
                                   *tiny_opts(tmp_path / "data", tmp_path / "e", 2)])["synthetic_val"]
     assert on_yolo["AP50"] == pytest.approx(on_coco["AP50"], abs=1e-6)
     assert on_yolo["AP"] == pytest.approx(on_coco["AP"], abs=1e-6)
+
+
+def test_yolo_label_files_with_a_byte_order_mark_read_and_other_encodings_are_named(tmp_path):
+    ok = tmp_path / "ok"
+    name = yolo_fixture(ok, {"1": "\ufeff0 0.5 0.5 0.2 0.2\n"})
+    records, _ = get_dataset(name, load_config(), is_train=False)
+    assert records[0]["labels"].tolist() == [0]
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"0 0.5 0.5 0.2 \xff0.2\n")
+    with pytest.raises(DatasetFormatError, match=r"bad\.txt: not UTF-8"):
+        read_label_file(str(bad), 2)

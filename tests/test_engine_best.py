@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from detection.engine.best import BestMetric, metric_mode
+from detection.engine.best import BestMetric, default_metric, known_metrics, metric_mode
 
 from tiny import QUICKSTART, tiny_opts
 from tool_scripts import load_tool
@@ -133,3 +133,9 @@ def test_unknown_best_metric_stops_training_at_start_up(tmp_path):
                                          r"synthetic_val; available: AP, AP50"):
         load_tool("train_net").main(["--config", QUICKSTART, *opts])
     assert not (tmp_path / "out" / "model_final.pth").exists()
+
+
+def test_an_empty_best_metric_is_the_headline_of_the_models_kind_of_evaluation():
+    assert default_metric("coco") == "AP50" and default_metric("voc") == "AP50"
+    assert default_metric("loc") == "loc_err_gt"
+    assert "best_f1" in known_metrics("coco")  # any scalar of the detection metrics, not only the COCO stats

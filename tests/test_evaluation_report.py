@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from detection.evaluation import evaluate_files
+from detection.evaluation.thresholds import saved_best_f1_threshold
 
 EVIL = '<b>"cat" & \'co\'</b>'  # a class name that must be escaped everywhere
 
@@ -152,3 +153,14 @@ def test_headless_chromium_log_shows_a_script_error(tmp_path):
     page.write_text("<!DOCTYPE html><html><body><script>no_such_function();</script></body></html>")
     r = _run_chromium(page.as_uri(), "--dump-dom")
     assert any("Uncaught ReferenceError" in line for line in _console_lines(r.stderr))
+
+
+def test_saved_best_f1_threshold_prefers_the_first_folder_that_has_one(tmp_path):
+    """The weights' own folder wins over OUTPUT_DIR, even when OUTPUT_DIR's evaluation is newer."""
+    for folder, thresh in (("weights_dir", 0.3), ("output_dir", 0.7)):
+        (tmp_path / folder / "eval" / "val").mkdir(parents=True)
+        (tmp_path / folder / "eval" / "val" / "metrics.json").write_text(json.dumps({"best_f1_score_thresh": thresh}))
+    first, second = str(tmp_path / "weights_dir"), str(tmp_path / "output_dir")
+    assert saved_best_f1_threshold([first, second])[0] == 0.3
+    assert saved_best_f1_threshold([str(tmp_path / "nothing"), second])[0] == 0.7
+    assert saved_best_f1_threshold([str(tmp_path / "nothing")]) is None

@@ -20,7 +20,7 @@ import os
 
 import cv2
 
-from detection.data.image_io import ImageReadError, read_image
+from detection.data.image_io import IMAGE_EXTS, ImageReadError, read_image
 from detection.engine.launch import default_parser, run_tool, setup
 from detection.engine.predictor import Predictor
 from detection.evaluation.thresholds import saved_best_f1_threshold
@@ -28,7 +28,6 @@ from detection.utils.io import write_json
 from detection.utils.visualize import draw_detections
 
 logger = logging.getLogger("detection")
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def list_images(paths: list[str]) -> list[str]:

@@ -15,7 +15,7 @@ import os
 
 from detection.checkpoint import load_weights
 from detection.data import build_train_loader, get_dataset_info
-from detection.engine.best import known_metrics, metric_mode
+from detection.engine.best import default_metric, known_metrics, metric_mode
 from detection.engine.checkpointer import Checkpointer
 from detection.engine.classes import classes_comment, resolve_classes
 from detection.engine.inference import evaluate
@@ -100,11 +100,13 @@ def _check_classes(cfg, args):
 
 
 def _check_best_metric(cfg) -> None:
-    """TEST.BEST_METRIC must be a metric of the first test dataset's evaluator (checked before training)."""
+    """TEST.BEST_METRIC must be a metric of the first test dataset's evaluator (checked before
+    training); empty becomes that evaluator's headline (AP50, or loc_err_gt)."""
+    kind = get_dataset_info(cfg, cfg.DATASETS.TEST[0]).evaluator_type if cfg.DATASETS.TEST else "coco"
+    cfg.TEST.BEST_METRIC = cfg.TEST.BEST_METRIC or default_metric(kind)
     metric_mode(cfg.TEST.BEST_METRIC, cfg.TEST.BEST_METRIC_MODE)
     if not cfg.DATASETS.TEST:
         return
-    kind = get_dataset_info(cfg, cfg.DATASETS.TEST[0]).evaluator_type
     if cfg.TEST.BEST_METRIC not in known_metrics(kind):
         raise ValueError(f"TEST.BEST_METRIC {cfg.TEST.BEST_METRIC!r} is not a metric of the {kind} evaluation of "
                          f"{cfg.DATASETS.TEST[0]}; available: {', '.join(known_metrics(kind))}")

@@ -125,8 +125,8 @@ SCHEMA = {
     "DATALOADER": {
         "NUM_WORKERS": (2, "loader worker processes per training process", NON_NEGATIVE),
         "ASPECT_RATIO_GROUPING": (True, "batch landscape images with landscape, portrait with portrait"),
-        "SAMPLER_TRAIN": ("TrainingSampler", "TrainingSampler (each image once per epoch) or RepeatFactorTrainingSampler (LVIS rule: images of rare classes repeated)"),
-        "REPEAT_THRESHOLD": (0.001, "RepeatFactorTrainingSampler: classes in fewer than this fraction of the images are repeated, by sqrt(threshold / fraction)"),
+        "SAMPLER_TRAIN": ("TrainingSampler", "TrainingSampler (each image once per epoch) or RepeatFactorTrainingSampler (LVIS rule: images of rare classes repeated)", one_of("TrainingSampler", "RepeatFactorTrainingSampler")),
+        "REPEAT_THRESHOLD": (0.001, "RepeatFactorTrainingSampler: classes in fewer than this fraction of the images are repeated, by sqrt(threshold / fraction)", FRACTION),
     },
     "SOLVER": {
         "IMS_PER_BATCH": (16, "images per iteration across all processes", POSITIVE),
@@ -149,7 +149,7 @@ SCHEMA = {
     "TEST": {
         "EVAL_PERIOD": (0, "evaluate every this many iterations (0 = only at the end)", NON_NEGATIVE),
         "IMS_PER_BATCH": (1, "images per inference batch per process", POSITIVE),
-        "BEST_METRIC": ("AP50", "metric of the first DATASETS.TEST whose best value keeps OUTPUT_DIR/model_best.pth (AP, AP50, loc_err_gt, ...)"),
+        "BEST_METRIC": ("", "metric of the first DATASETS.TEST whose best value keeps OUTPUT_DIR/model_best.pth (AP50, AP, best_f1, loc_err_gt, ...); empty = AP50 for detection, loc_err_gt for localization"),
         "BEST_METRIC_MODE": ("auto", "max, min, or auto: min for error/loss metrics (name contains err or loss), else max", one_of("auto", "max", "min")),
         "PATIENCE": (0, "stop training after this many evaluations without a new best (0 = off)", NON_NEGATIVE),
     },

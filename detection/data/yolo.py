@@ -30,24 +30,27 @@ import shutil
 import numpy as np
 import yaml
 
+from detection.utils.io import read_text, write_text
+
+from .image_io import IMAGE_EXTS
 from .info import DatasetFormatError, DatasetInfo, DatasetNotFoundError
 from .records import BoxCleaner, make_record
+from .validation import read_lines
 from .voc import image_size_from_file, numeric_ids
 
 __all__ = ["IMAGE_EXTS", "load_yolo", "yolo_info", "read_label_file", "label_path", "write_yolo"]
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTS = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp")
 _TOLERANCE = 1e-6  # normalised values this far outside 0..1 are taken as rounding and clipped
 
 
 def _read_yaml(path: str) -> dict:
     if not os.path.isfile(path):
         raise DatasetNotFoundError(f"YOLO data file not found: {path}")
+    text = read_text(path, "YOLO data file", DatasetNotFoundError, DatasetFormatError)
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise DatasetFormatError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -100,9 +103,8 @@ def _image_files(data: dict, path: str, split: str) -> list[str]:
             files += glob.glob(os.path.join(p, "**", "*.*"), recursive=True)
         elif os.path.isfile(p):
             parent = os.path.dirname(p)
-            with open(p, encoding="utf-8") as f:
-                files += [os.path.join(parent, x[2:]) if x.startswith("./") else os.path.join(root, x)
-                          for x in (line.strip() for line in f) if x]
+            files += [os.path.join(parent, x[2:]) if x.startswith("./") else os.path.join(root, x)
+                      for _, x in read_lines(p, "YOLO image list")]
         else:
             raise DatasetNotFoundError(f"{path}: split {split!r}: {p} is neither a folder nor a list file")
     files = sorted({os.path.abspath(f) for f in files if f.lower().endswith(IMAGE_EXTS)})
@@ -120,33 +122,30 @@ def label_path(image_path: str) -> str:
 def read_label_file(path: str, num_classes: int) -> tuple[np.ndarray, np.ndarray, int]:
     """(labels (N,), boxes (N, 4) normalised cx cy w h, duplicate lines dropped) of one label file."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            where = f"{path}, line {n}"
-            if len(fields) != 5 and (len(fields) < 7 or len(fields) % 2 == 0):
-                raise DatasetFormatError(f"{where}: expected 5 fields 'class cx cy w h' (or a polygon 'class x1 y1 "
-                                         f"... xk yk', k >= 3); got {len(fields)}: {line.strip()[:80]!r}")
-            try:
-                values = np.array([float(v) for v in fields], dtype=np.float64)
-            except ValueError:
-                raise DatasetFormatError(f"{where}: not a number in {line.strip()[:80]!r}") from None
-            cls = values[0]
-            if not (cls == int(cls) if np.isfinite(cls) else False) or not 0 <= cls < num_classes:
-                raise DatasetFormatError(f"{where}: class {fields[0]!r} is not one of 0..{num_classes - 1} "
-                                         f"(the {num_classes} names of data.yaml)")
-            coords = values[1:]
-            if not np.isfinite(coords).all() or (coords < -_TOLERANCE).any() or (coords > 1 + _TOLERANCE).any():
-                raise DatasetFormatError(f"{where}: coordinates must be normalised to 0..1 (divided by the image "
-                                         f"width / height); got {' '.join(fields[1:])[:80]}")
-            coords = coords.clip(0, 1)
-            if len(fields) > 5:  # polygon -> bounding box
-                xs, ys = coords[0::2], coords[1::2]
-                coords = np.array([(xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2,
-                                   xs.max() - xs.min(), ys.max() - ys.min()])
-            rows.append([cls, *coords])
+    for n, line in read_lines(path, "YOLO label file"):
+        fields = line.split()
+        where = f"{path}, line {n}"
+        if len(fields) != 5 and (len(fields) < 7 or len(fields) % 2 == 0):
+            raise DatasetFormatError(f"{where}: expected 5 fields 'class cx cy w h' (or a polygon 'class x1 y1 "
+                                     f"... xk yk', k >= 3); got {len(fields)}: {line.strip()[:80]!r}")
+        try:
+            values = np.array([float(v) for v in fields], dtype=np.float64)
+        except ValueError:
+            raise DatasetFormatError(f"{where}: not a number in {line.strip()[:80]!r}") from None
+        cls = values[0]
+        if not (cls == int(cls) if np.isfinite(cls) else False) or not 0 <= cls < num_classes:
+            raise DatasetFormatError(f"{where}: class {fields[0]!r} is not one of 0..{num_classes - 1} "
+                                     f"(the {num_classes} names of data.yaml)")
+        coords = values[1:]
+        if not np.isfinite(coords).all() or (coords < -_TOLERANCE).any() or (coords > 1 + _TOLERANCE).any():
+            raise DatasetFormatError(f"{where}: coordinates must be normalised to 0..1 (divided by the image "
+                                     f"width / height); got {' '.join(fields[1:])[:80]}")
+        coords = coords.clip(0, 1)
+        if len(fields) > 5:  # polygon -> bounding box
+            xs, ys = coords[0::2], coords[1::2]
+            coords = np.array([(xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2,
+                               xs.max() - xs.min(), ys.max() - ys.min()])
+        rows.append([cls, *coords])
     table = np.array(rows, dtype=np.float64).reshape(-1, 5)
     _, first = np.unique(table, axis=0, return_index=True)
     keep = np.sort(first)
@@ -223,14 +222,9 @@ def write_yolo(records: list[dict], info: DatasetInfo, out_dir: str, split: str,
         wh = np.array([r["width"], r["height"]], dtype=np.float64)
         cxcywh = np.concatenate([(b[:, :2] + b[:, 2:]) / 2 / wh, (b[:, 2:] - b[:, :2]) / wh], axis=1)
         lines = [f"{c} " + " ".join(f"{v:.8g}" for v in row) for c, row in zip(r["labels"][keep].tolist(), cxcywh)]
-        lpath = label_path(image)
-        os.makedirs(os.path.dirname(lpath), exist_ok=True)
-        with open(lpath, "w", encoding="utf-8") as f:
-            f.write("".join(line + "\n" for line in lines))
+        write_text(label_path(image), "".join(line + "\n" for line in lines))
     if dropped:
         logger.warning("%s: %d ignore (crowd/difficult) boxes left out: YOLO labels have no such flag",
                        info.name, dropped)
     data.update({"names": list(info.class_names), split: f"images/{split}"})
-    with open(yaml_path, "w", encoding="utf-8") as f:
-        yaml.safe_dump(data, f, sort_keys=False, allow_unicode=True)
-    return yaml_path
+    return write_text(yaml_path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import math
 
-from detection.evaluation.coco_eval import COCO_STAT_NAMES
+from detection.evaluation.evaluator import DETECTION_SCALAR_KEYS
 from detection.evaluation.loc_eval import LOC_METRIC_KEYS
 
-__all__ = ["BestMetric", "known_metrics", "metric_mode"]
+__all__ = ["BestMetric", "default_metric", "known_metrics", "metric_mode"]
 
 _LOWER_IS_BETTER = ("err", "loss")
 
@@ -19,7 +19,12 @@ def known_metrics(evaluator_type: str) -> list[str]:
     """The scalar metrics an evaluator of this type returns (what TEST.BEST_METRIC may name)."""
     if evaluator_type == "loc":
         return list(LOC_METRIC_KEYS)
-    return list(COCO_STAT_NAMES) + ["VOC07_mAP50", "VOC_mAP50"]
+    return list(DETECTION_SCALAR_KEYS)
+
+
+def default_metric(evaluator_type: str) -> str:
+    """TEST.BEST_METRIC when it is empty: AP50 for detection, loc_err_gt for localization."""
+    return "loc_err_gt" if evaluator_type == "loc" else "AP50"
 
 
 def metric_mode(metric: str, mode: str = "auto") -> str:

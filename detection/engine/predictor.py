@@ -23,25 +23,27 @@ class Predictor:
     """
 
     def __init__(self, cfg, weights: str | None = None):
-        cfg = resolve_classes(cfg, weights=cfg.MODEL.WEIGHTS if weights is None else weights, fallback_dataset=True)[0]
+        path = weights if weights is not None else cfg.MODEL.WEIGHTS
+        # The class names: the checkpoint's, else those of the dataset the count came from.
+        cfg, names = resolve_classes(cfg, weights=path, fallback_dataset=True)
         self.cfg = cfg
         self.model = build_model(cfg).eval()
-        path = weights if weights is not None else cfg.MODEL.WEIGHTS
-        self.metadata = {}
-        if path:
-            self.metadata = load_weights(self.model, path, cfg=cfg).info.metadata
+        self.metadata = load_weights(self.model, path, cfg=cfg).info.metadata if path else {}
         self.localization = self.model.task == "localization"
-        self.class_names = self.metadata.get("class_names") or self._dataset_class_names()
+        self.class_names = self.metadata.get("class_names") or names or self._dataset_class_names()
         self.mapper = DatasetMapper(cfg, is_train=False, loc=self.localization)
 
     def _dataset_class_names(self) -> list[str]:
+        """Weights without class names and an explicit count: the names of the first configured
+        dataset with that many classes, else numbered classes."""
         k = self.model.num_classes
-        try:
-            names = list(get_dataset_info(self.cfg, self.cfg.DATASETS.TEST[0]).class_names)
+        for name in [*self.cfg.DATASETS.TRAIN[:1], *self.cfg.DATASETS.TEST[:1]]:
+            try:
+                names = list(get_dataset_info(self.cfg, name).class_names)
+            except (OSError, ValueError, KeyError):  # not on this machine
+                continue
             if len(names) == k:
                 return names
-        except Exception:  # no dataset on this machine: numbered classes are still useful
-            pass
         return [f"class_{i}" for i in range(k)]
 
     @torch.no_grad()

@@ -14,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from detection.checkpoint import CheckpointNotFoundError
 from detection.utils.comm import all_gather_object, get_world_size, is_main_process, reduce_dict, unwrap_model
 
-from .best import BestMetric
+from .best import BestMetric, default_metric
 from .checkpointer import Checkpointer
 from .events import EventWriter, plot_curves
 from .solver import build_lr_scheduler, build_optimizer
@@ -60,7 +60,9 @@ class Trainer:
         self.checkpointer = Checkpointer(cfg.OUTPUT_DIR, self.model, self.optimizer, self.scheduler, self.scaler)
         self.events = EventWriter(cfg.OUTPUT_DIR, enabled=is_main_process())
         self.iteration = 0
-        self.best = BestMetric(cfg.TEST.BEST_METRIC, cfg.TEST.BEST_METRIC_MODE, cfg.TEST.PATIENCE)
+        # An empty TEST.BEST_METRIC means the headline metric of the model's kind of evaluation.
+        metric = cfg.TEST.BEST_METRIC or default_metric("loc" if model.task == "localization" else "coco")
+        self.best = BestMetric(metric, cfg.TEST.BEST_METRIC_MODE, cfg.TEST.PATIENCE)
 
     def resume_or_start(self, resume: bool) -> int:
         if is_main_process():
@@ -132,7 +134,12 @@ class Trainer:
         previous = self.best.describe()
         improved = False
         if is_main_process() and results:  # other ranks get {} from the evaluators
-            improved = self.best.update(self.best.value_of(results), self.iteration)
+            try:
+                value = self.best.value_of(results)
+            except KeyError as e:  # e.g. an evaluation that processed no image: no improvement
+                logger.warning("%s; counted as no improvement", e.args[0])
+                value = math.nan
+            improved = self.best.update(value, self.iteration)
         state, improved = all_gather_object((self.best.state_dict(), improved))[0]
         self.best.load_state_dict(state)
         if improved:

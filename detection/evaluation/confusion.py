@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from detection.utils.plotting import new_figure
+from detection.utils.plotting import new_figure, save_figure
 
 from .voc_eval import DetArrays, GtArrays, image_groups
 
@@ -123,5 +123,4 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: str)
         ax.set_xlabel("predicted")
         ax.set_ylabel("ground truth")
         ax.set_title(f"Confusion matrix ({title})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from detection.utils.plotting import new_figure
+from detection.utils.plotting import new_figure, save_figure
 
 from .voc_eval import DetArrays, GtArrays, image_groups, voc_eval_arrays, voc_match
 
@@ -183,5 +183,4 @@ def plot_error_breakdown(breakdown: dict, path: str) -> None:
         ax.invert_yaxis()
         ax.set_title(title)
         ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)

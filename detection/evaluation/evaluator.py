@@ -51,6 +51,7 @@ from detection.utils.comm import all_gather_object, is_main_process
 from detection.utils.io import read_json, write_json, write_text
 
 from .coco_eval import (
+    COCO_STAT_NAMES,
     coco_stats_percent,
     load_coco_gt,
     outputs_to_coco_results,
@@ -62,7 +63,10 @@ from .explain import explain_detections, explanation_metrics, image_paths_from_c
 from .report import emit, format_detection_report, plot_per_class_ap, plot_pr_curves, write_metrics_json
 from .voc_eval import voc_eval_coco
 
-__all__ = ["DetectionEvaluator", "compute_detection_metrics", "evaluate_files"]
+__all__ = ["DETECTION_SCALAR_KEYS", "DetectionEvaluator", "compute_detection_metrics", "evaluate_files"]
+
+#: The scalar metrics of a detection evaluation where higher is better (what TEST.BEST_METRIC may name).
+DETECTION_SCALAR_KEYS = (*COCO_STAT_NAMES, "VOC07_mAP50", "VOC_mAP50", "best_f1")
 
 logger = logging.getLogger(__name__)
 

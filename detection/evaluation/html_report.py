@@ -12,6 +12,8 @@ import html
 import math
 import os
 
+from detection.utils.io import write_text
+
 from .error_types import BKG, BOTH, CLS, DUP, ERROR_TYPES, LOC, TP
 from .worst_images import FOUND, MISSED, OUTCOME_COLORS
 
@@ -167,7 +169,4 @@ won by correcting that type alone (rules in the README).</p>
 """
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f"<style>{_CSS}</style></head><body>\n{body}<script>{_JS}</script></body></html>\n")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, path)
+    write_text(path, page)

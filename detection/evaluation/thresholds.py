@@ -15,12 +15,12 @@ positive has no best F1 (``None`` in metrics.json).
 from __future__ import annotations
 
 import glob
-import json
 import os
 
 import numpy as np
 
-from detection.utils.plotting import new_figure
+from detection.utils.io import read_json
+from detection.utils.plotting import new_figure, save_figure
 
 __all__ = ["f1_curve", "f1_curves", "best_f1", "plot_f1_curves", "saved_best_f1_threshold"]
 
@@ -100,24 +100,23 @@ def plot_f1_curves(per_class: list[dict], overall: dict, class_names: list[str],
         ax.grid(alpha=0.3)
     if legend and axes[2].get_legend_handles_labels()[0]:
         axes[2].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
 
 
 def saved_best_f1_threshold(folders: list[str]) -> tuple[float, str] | None:
     """The overall best-F1 score threshold of the latest evaluation saved under
-    ``<folder>/eval/*/metrics.json`` for any of ``folders``: ``(threshold, metrics.json path)``,
-    or None when no such file holds one (unreadable files are passed over)."""
-    found = []
+    ``<folder>/eval/*/metrics.json``, looking in ``folders`` in order (the first folder with one
+    wins: the weights' own folder before OUTPUT_DIR): ``(threshold, metrics.json path)``, or None
+    when no such file holds one (unreadable files are passed over)."""
     for folder in folders:
-        if folder:
-            found += glob.glob(os.path.join(glob.escape(folder), "eval", "*", "metrics.json"))
-    for path in sorted(set(found), key=os.path.getmtime, reverse=True):
-        try:
-            with open(path, encoding="utf-8") as f:
-                thresh = json.load(f).get("best_f1_score_thresh")
-        except (OSError, ValueError, AttributeError):
+        if not folder:
             continue
-        if isinstance(thresh, (int, float)):
-            return float(thresh), path
+        found = glob.glob(os.path.join(glob.escape(folder), "eval", "*", "metrics.json"))
+        for path in sorted(found, key=os.path.getmtime, reverse=True):
+            try:
+                thresh = read_json(path, "metrics file").get("best_f1_score_thresh")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(thresh, (int, float)):
+                return float(thresh), path
     return None
