@@ -422,3 +422,10 @@ def test_bad_evaluation_image_is_left_out_and_totalled(records_with_a_bad_file, 
     assert names == [r["file_name"] for k, r in enumerate(records_with_a_bad_file) if k != 2]
     assert caplog.records[-1].getMessage().startswith("evaluation: 1 unreadable image(s) skipped in all")
     assert stats.get("bad_images") == 1
+
+
+def test_a_file_name_that_is_not_a_string_is_named_in_results_file_mode(tmp_path):
+    gt = coco_gt()
+    gt["images"][1]["file_name"] = ["b.jpg"]
+    with pytest.raises(DatasetFormatError, match=r"images\[1\] \(id 2\): 'file_name' must be a non-empty string"):
+        load_coco_gt(gt)

@@ -83,11 +83,6 @@ def test_yaml_int_for_float_key_becomes_float_and_scalar_for_list_becomes_list(t
     assert cfg.INPUT.MIN_SIZE_TRAIN == [600]
 
 
-def test_empty_yaml_gives_defaults(tmp_path):
-    path = write(tmp_path / "empty.yaml", "# nothing\n")
-    assert load_config(path).to_dict() == get_default_config().to_dict()
-
-
 def test_base_inheritance_two_levels_relative_paths_child_wins(tmp_path):
     (tmp_path / "bases" / "deeper").mkdir(parents=True)
     write(tmp_path / "bases" / "deeper" / "grand.yaml", """

@@ -97,6 +97,20 @@ def test_setup_gives_model_and_data_the_same_seed_when_seed_is_negative(tmp_path
     assert resolve_seed(cfg.SEED) == cfg.SEED  # what build_train_loader derives its streams from
 
 
+def test_a_resumed_run_keeps_the_seed_its_first_start_drew(tmp_path):
+    """SEED -1 draws a seed once; --resume takes it from the run's config.yaml, so the data
+    stream (derived from cfg.SEED) continues instead of starting a new one."""
+    first = setup(argparse.Namespace(config="", opts=["SEED", "-1", "OUTPUT_DIR", str(tmp_path)]))
+    (tmp_path / "config.yaml").write_text(first.dump())
+    again = setup(argparse.Namespace(config="", resume=True, opts=["SEED", "-1", "OUTPUT_DIR", str(tmp_path)]))
+    assert again.SEED == first.SEED
+    fresh = {setup(argparse.Namespace(config="", opts=["SEED", "-1", "OUTPUT_DIR", str(tmp_path)])).SEED
+             for _ in range(3)}
+    assert fresh - {first.SEED}  # without --resume a new seed is drawn
+    given = setup(argparse.Namespace(config="", resume=True, opts=["SEED", "7", "OUTPUT_DIR", str(tmp_path)]))
+    assert given.SEED == 7  # an explicit seed is the user's
+
+
 # ------------------------------------------------------------------------------- the small rest
 def test_unwrap_model_returns_the_wrapped_module_or_the_model():
     net = nn.Linear(2, 2)

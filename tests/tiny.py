@@ -1,4 +1,8 @@
 """A tiny detector on a tiny synthetic dataset: the config the engine and tools tests share."""
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
 
 TINY_MODEL = [
     "MODEL.RESNETS.STAGE_BLOCKS", "[1, 1, 1, 1]", "MODEL.RESNETS.BLOCK", "basic",

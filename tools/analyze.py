@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Residual-network analysis: each subcommand prints a table and writes <name>.json and <name>.png.
+"""Residual-network and dataset analysis: each subcommand prints a table and writes <name>.json and <name>.png.
 
     # layer table (layer, output shape, params, mult-adds) of the ResNet classifier or the detector
     python tools/analyze.py summary --config configs/coco_r101.yaml --part detector --input-size 800 1333
@@ -20,6 +20,9 @@
     # the degradation experiment: train plain and residual nets of the same depth, plot their losses
     python tools/analyze.py degradation --output output/degradation
 
+    # a dataset: classes, box sizes after the test resize, anchor coverage, suggested anchors
+    python tools/analyze.py dataset --config configs/custom_coco.yaml [--dataset NAME]   # default DATASETS.TRAIN[0]
+
 Trailing KEY VALUE pairs override the config (applied to --plain-config too). Outputs go to
 --output (default: OUTPUT_DIR/analysis). Without --plain-config, --plain-weights uses --config
 with MODEL.RESNETS.RESIDUAL False.
@@ -35,9 +38,11 @@ import sys
 import torch
 
 from detection.analysis import common, lesion, paths, plots, responses, summary
+from detection.analysis.dataset import dataset_report
 from detection.config import load_config
+from detection.data import get_dataset
 from detection.engine.events import read_metrics
-from detection.engine.launch import HelpFormatter, add_config_argument, add_overrides_argument
+from detection.engine.launch import HelpFormatter, add_config_argument, add_overrides_argument, run_tool
 from detection.modeling.backbone.resnet import resnet_spec
 from detection.utils.io import write_json
 
@@ -196,6 +201,37 @@ def cmd_degradation(args) -> dict:
     return result
 
 
+def cmd_dataset(args) -> dict:
+    cfg = load_config(args.config or None, args.opts)
+    name = args.dataset or cfg.DATASETS.TRAIN[0]
+    records, info = get_dataset(name, cfg, is_train=False)
+    res = dataset_report(records, info.class_names, cfg, name)
+    print(f"{name}: {res['num_images']} images ({res['images_without_boxes']} without boxes), {res['num_boxes']} "
+          f"boxes, {res['num_ignored']} ignore boxes, {len(res['classes'])} classes")
+    print(common.format_table(["class", "images", "boxes", "ignored"],
+                              [[c["name"], c["images"], c["boxes"], c["ignored"]] for c in res["classes"]]))
+    q = res["quantiles"]
+    if len(q) > 1:
+        print(f"\nbox sizes in input pixels after the test resize (INPUT.MIN_SIZE_TEST {cfg.INPUT.MIN_SIZE_TEST}, "
+              f"MAX_SIZE_TEST {cfg.INPUT.MAX_SIZE_TEST}); quantiles {q['q']}:")
+        print(common.format_table(["", *[f"q{v:g}" for v in q["q"]]],
+                                  [[k, *[f"{v:.3g}" for v in q[k]]] for k in q if k != "q"]))
+    lo, hi = res["iou_thresholds"]
+    print("\nanchor coverage (anchors on each image's feature grid): share of boxes whose best anchor IoU is")
+    rows = [[k, str(a["sizes"]), str(a["ratios"]), f"{100 * a['coverage']['positive']:.1f}%",
+             f"{100 * a['coverage']['between']:.1f}%", f"{100 * a['coverage']['below']:.1f}%",
+             f"{a['coverage']['median_best_iou']:.3f}"] for k, a in res["anchors"].items()]
+    print(common.format_table(["anchors", "sizes", "ratios (h/w)", f">= {hi}", f"[{lo}, {hi})", f"< {lo}",
+                               "median IoU"], rows, align="lllrrrr"))
+    if res["config_lines"]:
+        print("\nsuggested (quantiles of sqrt(area) and h/w, as many as configured):\n  "
+              + "\n  ".join(res["config_lines"]))
+    out = _out_dir(args, cfg)
+    print(f"wrote {_write_json(os.path.join(out, 'dataset.json'), res)}")
+    print(f"wrote {plots.plot_dataset(res, os.path.join(out, 'dataset.png'))}")
+    return res
+
+
 def _depth_label(cfg) -> str:
     r = cfg.MODEL.RESNETS
     kind, counts = resnet_spec(r.DEPTH, r.STAGE_BLOCKS, r.BLOCK)
@@ -278,11 +314,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=0, metavar="N",
                    help="OMP_NUM_THREADS of the training runs (default: 0, unset)")
     add_overrides_argument(s, "SOLVER.MAX_ITER 2000 SOLVER.STEPS [1500]")
+
+    s = add("dataset", "class counts, box sizes after the test resize, anchor coverage",
+            "Per-class image and box counts, box sizes in input pixels after the test resize, the share "
+            "of boxes each anchor IoU band covers, and anchor sizes / ratios that fit the data better.")
+    common_args(s, weights=False)
+    s.add_argument("--dataset", default="", metavar="NAME", help="dataset name (default: DATASETS.TRAIN[0])")
+    add_overrides_argument(s, "INPUT.MIN_SIZE_TEST 600 MODEL.ANCHOR_GENERATOR.SIZES [32,64,128]")
     return p
 
 
 COMMANDS = {"summary": cmd_summary, "lesion": cmd_lesion, "responses": cmd_responses, "paths": cmd_paths,
-            "degradation": cmd_degradation}
+            "degradation": cmd_degradation, "dataset": cmd_dataset}
 
 
 def main(argv=None):
@@ -297,4 +340,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -27,7 +27,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detection.config import load_config
-from detection.engine.launch import HelpFormatter, add_config_argument, add_overrides_argument
+from detection.engine.launch import HelpFormatter, add_config_argument, add_overrides_argument, run_tool
 from detection.modeling import build_c4_backbone, build_model
 from detection.utils.io import write_json
 
@@ -320,4 +320,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

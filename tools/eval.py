@@ -7,15 +7,16 @@
 
 Model mode prints mAP@0.5 (the headline), COCO AP/AP50/AP75/APs/APm/APl (pycocotools), PASCAL VOC
 mAP@0.5 (2007 11-point and area rules) and per-class AP, and writes into OUTPUT_DIR/eval/<dataset>/:
-metrics.json, report.txt, detections.json (COCO results format, original category ids),
-per_class_AP50.png and pr_curves.png (localization datasets: metrics.json and report.txt).
+metrics.json, report.txt, detections.json (COCO results format, original category ids), the plots,
+and what explains the errors: confusion matrix (--iou, --score-thresh), F1 against score, error
+breakdown, the worst images drawn, index.html (localization datasets: metrics.json and report.txt).
 
 Results-file mode (--gt and --dt: a COCO ground-truth json and a COCO results json) computes the
-same metrics over all images of the ground truth and writes metrics.json, report.txt and the plots
-into --output (default: the folder of --dt). There is no model and no dataset here, so the only
-KEY VALUE override that means something is OUTPUT_DIR (the same as --output); any other is an
-error. Bad input (a missing file, malformed json, unknown image or category ids) exits with
-status 2 and a message naming the file and the problem.
+same metrics and explanations over all images of the ground truth and writes them into --output
+(default: the folder of --dt). There is no model and no dataset here, so the only KEY VALUE
+override that means something is OUTPUT_DIR (the same as --output); any other is an error. Bad
+input (a missing file, malformed json, unknown image or category ids) exits with status 2 and a
+message naming the file and the problem.
 """
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ import logging
 import os
 
 from detection.checkpoint import load_weights
+from detection.engine.classes import resolve_classes
 from detection.engine.inference import evaluate
-from detection.engine.launch import default_parser, setup
+from detection.engine.launch import default_parser, run_tool, setup
 from detection.evaluation import evaluate_files
 from detection.modeling import build_model
 
@@ -50,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-invalid", action="store_true",
                         help="results-file mode: leave out (and count) detections with missing fields or "
                              "non-finite values instead of stopping")
+    parser.add_argument("--iou", type=float, default=0.5, help="IoU threshold of the confusion matrix")
+    parser.add_argument("--score-thresh", type=float, default=None,
+                        help="score threshold of the confusion matrix and the drawings (default: per-class best F1)")
+    parser.add_argument("--image-root", default=None, metavar="DIR",
+                        help="results-file mode: folder of the ground truth's relative file_names, for drawing "
+                             "(default: the folder of --gt)")
     return parser
 
 
@@ -75,13 +83,16 @@ def main(argv: list[str] | None = None) -> dict:
     """Model mode: {dataset: metrics}; results-file mode: the metrics. Bad input exits with status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not 0.0 < args.iou <= 1.0:
+        parser.error(f"--iou must be in (0, 1], got {args.iou}")
     if args.gt or args.dt:
         if not (args.gt and args.dt):
             parser.error("--gt and --dt go together")
         output_dir = results_file_output(parser, args)
         try:
             metrics = evaluate_files(args.gt, args.dt, output_dir, plot=not args.no_plot,
-                                     skip_invalid=args.skip_invalid)
+                                     skip_invalid=args.skip_invalid, iou_threshold=args.iou,
+                                     score_thresh=args.score_thresh, image_root=args.image_root)
         except (FileNotFoundError, ValueError) as e:
             parser.error(str(e))
         print(f"metrics written to {os.path.join(output_dir, 'metrics.json')}")
@@ -92,16 +103,17 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--output is for results-file mode; in model mode give OUTPUT_DIR DIR "
                      "(files go to OUTPUT_DIR/eval/<dataset>/)")
     cfg = setup(args)
-    model = build_model(cfg)
     weights = args.weights if args.weights is not None else cfg.MODEL.WEIGHTS
     if not weights:
         parser.error("no weights: give --weights or MODEL.WEIGHTS")
-    load_weights(model, weights)
-    results = evaluate(cfg, model, plot=not args.no_plot)
+    cfg, _ = resolve_classes(cfg, cfg.DATASETS.TEST, weights)  # before anything is built
+    model = build_model(cfg)
+    load_weights(model, weights, cfg=cfg)  # partial weights refused unless MODEL.ALLOW_PARTIAL_WEIGHTS
+    results = evaluate(cfg, model, plot=not args.no_plot, iou_threshold=args.iou, score_thresh=args.score_thresh)
     logger.info("results: %s", json.dumps({n: {k: m.get(k) for k in ("AP50", "AP", "loc_err_gt")} for n, m in
                                            results.items()}))
     return results
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -25,7 +25,7 @@ import sys
 from detection.config import load_config
 from detection.engine.export import (FORMATS, describe_parity, export_model, load_exported, parity,
                                      synthetic_images)
-from detection.engine.launch import default_parser
+from detection.engine.launch import default_parser, run_tool
 from detection.engine.predictor import Predictor
 from detection.utils.logger import setup_logger
 
@@ -81,6 +81,10 @@ def main(argv=None) -> dict:
     return {"files": files, "parity": reports}
 
 
+def cli() -> None:
+    if not all(r["ok"] for r in main()["parity"].values()):
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    result = main()
-    sys.exit(0 if all(r["ok"] for r in result["parity"].values()) else 1)
+    run_tool(cli)

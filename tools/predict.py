@@ -33,7 +33,7 @@ import cv2
 
 from detection.config import load_config
 from detection.data.image_io import ImageReadError, read_image
-from detection.engine.launch import default_parser
+from detection.engine.launch import default_parser, run_tool
 from detection.engine.predictor import Predictor
 from detection.evaluation.coco_eval import outputs_to_coco_results
 from detection.utils.logger import setup_logger
@@ -296,5 +296,10 @@ def main(argv=None) -> dict:
             "frames": runner.frames, "skipped": runner.skipped}
 
 
+def cli() -> None:
+    if not main()["processed"]:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    sys.exit(0 if main()["processed"] else 1)
+    run_tool(cli)

@@ -89,7 +89,7 @@ def load_model(cfg, weights: str | None = None) -> nn.Module:
     model = build_model(cfg)
     path = weights if weights is not None else cfg.MODEL.WEIGHTS
     if path:
-        load_weights(model, path)
+        load_weights(model, path, cfg=cfg)  # partial weights refused unless MODEL.ALLOW_PARTIAL_WEIGHTS
     else:
         logger.warning("no weights given: the model is randomly initialised")
     return model.eval()

@@ -184,3 +184,53 @@ def plot_degradation(runs: dict[str, str], path: str, window: int = 5) -> str:
     top[0].set_ylabel("training loss")
     bottom[0].set_ylabel("training loss")
     return save_figure(fig, path)
+
+
+def plot_dataset(report: dict, path: str) -> str:
+    """Per-class boxes, box size / aspect / best-anchor-IoU histograms (configured anchors and
+    thresholds as lines), coverage of the configured and suggested anchors."""
+    fig = new_figure((15, 8))
+    axes = fig.subplots(2, 3)
+    ax = axes[0][0]
+    names = [c["name"] for c in report["classes"]]
+    ax.bar(range(len(names)), [c["boxes"] for c in report["classes"]], label="boxes")
+    ax.bar(range(len(names)), [c["images"] for c in report["classes"]], width=0.4, label="images")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=90, fontsize=7)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{report['dataset']}: {report['num_images']} images, {report['num_boxes']} boxes", fontsize=9)
+    r = report["resize"]
+    panels = [("sqrt_area", axes[0][1], report["anchors"]["configured"]["sizes"], False),
+              ("aspect_h_over_w", axes[0][2], report["anchors"]["configured"]["ratios"], True),
+              ("best_anchor_iou", axes[1][0], report["iou_thresholds"], False)]
+    for key, ax, lines, log in panels:
+        h = report["histograms"][key]
+        if h["counts"]:
+            edges = h["edges"]
+            ax.stairs(h["counts"], edges)
+            if log:
+                ax.set_xscale("log")
+        for v in lines:
+            ax.axvline(v, color="tab:red", linestyle="--", linewidth=1)
+        ax.set_title(f"{key} (px after test resize {r['MIN_SIZE_TEST']}/{r['MAX_SIZE_TEST']})" if key == "sqrt_area"
+                     else key, fontsize=9)
+    ax = axes[1][1]
+    for key in ("width", "height"):
+        h = report["histograms"][key]
+        if h["counts"]:
+            ax.stairs(h["counts"], h["edges"], label=key)
+    ax.legend(fontsize=8)
+    ax.set_title("box width / height (px after test resize)", fontsize=9)
+    ax = axes[1][2]
+    kinds = list(report["anchors"])
+    parts = ("positive", "between", "below")
+    bottom = [0.0] * len(kinds)
+    for part, color in zip(parts, ("tab:green", "tab:orange", "tab:red")):
+        vals = [100 * report["anchors"][k]["coverage"][part] for k in kinds]
+        ax.bar(kinds, vals, bottom=bottom, color=color, label=part)
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    lo, hi = report["iou_thresholds"]
+    ax.set_ylabel("% of boxes")
+    ax.set_title(f"best anchor IoU: >= {hi}, [{lo}, {hi}), < {lo}", fontsize=9)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)

@@ -7,14 +7,16 @@ Pickles are read with a restricted unpickler and torch files with ``weights_only
 """
 from .converters import (INPUT_HINTS, Checkpoint, CheckpointInfo, convert_caffe2, convert_checkpoint,
                          convert_detectron2, convert_torchvision, detect_format)
-from .errors import (CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, UnsafePickleError,
-                     WeightLoadError)
-from .loader import LoadReport, group_names, load_checkpoint, load_weights, match_checkpoint, read_checkpoint
+from .errors import (CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, NonFiniteWeightsError,
+                     PartialWeightsError, UnsafePickleError, WeightLoadError)
+from .loader import (LoadReport, group_names, load_checkpoint, load_weights, match_checkpoint, read_checkpoint,
+                     read_raw)
 from .safe_pickle import RestrictedUnpickler, safe_load, safe_loads
 
 __all__ = [
     "Checkpoint", "CheckpointError", "CheckpointInfo", "CheckpointNotFoundError", "CorruptCheckpointError",
-    "INPUT_HINTS", "LoadReport", "RestrictedUnpickler", "UnsafePickleError", "WeightLoadError", "convert_caffe2",
+    "INPUT_HINTS", "LoadReport", "NonFiniteWeightsError", "PartialWeightsError", "RestrictedUnpickler",
+    "UnsafePickleError", "WeightLoadError", "convert_caffe2",
     "convert_checkpoint", "convert_detectron2", "convert_torchvision", "detect_format", "group_names",
-    "load_checkpoint", "load_weights", "match_checkpoint", "read_checkpoint", "safe_load", "safe_loads",
+    "load_checkpoint", "load_weights", "match_checkpoint", "read_checkpoint", "read_raw", "safe_load", "safe_loads",
 ]

@@ -21,8 +21,8 @@ Sources (detected from the key names, not the file extension):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,10 +31,11 @@ import yaml
 
 from detection.modeling.backbone.resnet import resnet_spec
 
+from .formats import (DEPRECATED_PIXEL_KEYS, format_floats, sample_names, strip_prefix, split_tensors, convert_caffe2,
+                      convert_detectron2, convert_torchvision)
+
 __all__ = ["Checkpoint", "CheckpointInfo", "INPUT_HINTS", "convert_caffe2", "convert_checkpoint",
            "convert_detectron2", "convert_torchvision", "detect_format", "find_state_dict"]
-
-BN_EPS = 1e-5
 
 # What each family of weights expects as input, in our 0..255 pipeline.
 INPUT_HINTS = {
@@ -45,7 +46,6 @@ INPUT_HINTS = {
     "detectron2": dict(input_format="BGR", pixel_mean=(103.53, 116.28, 123.675), pixel_std=(1.0, 1.0, 1.0),
                        stride_in_1x1=True),
 }
-DEPRECATED_PIXEL_KEYS = ("pixel_mean", "pixel_std")
 METADATA_KEYS = ("class_names", "category_ids")  # what the trainer saves beside the weights
 
 
@@ -68,9 +68,9 @@ class CheckpointInfo:
         if self.input_format:
             parts.append(f"{self.input_format} input")
         if self.pixel_mean is not None:
-            parts.append(f"mean {_fmt_floats(self.pixel_mean)}")
+            parts.append(f"mean {format_floats(self.pixel_mean)}")
         if self.pixel_std is not None:
-            parts.append(f"std {_fmt_floats(self.pixel_std)}")
+            parts.append(f"std {format_floats(self.pixel_std)}")
         if self.stride_in_1x1 is not None:
             parts.append("stride in the 1x1 conv" if self.stride_in_1x1 else "stride in the 3x3 conv")
         return ", ".join(parts)
@@ -97,7 +97,7 @@ class CheckpointInfo:
         for key, want in (("PIXEL_MEAN", self.pixel_mean), ("PIXEL_STD", self.pixel_std)):
             have = getattr(cfg.MODEL, key)
             if want is not None and (len(have) != len(want) or any(abs(a - b) > 0.5 for a, b in zip(have, want))):
-                out.append(f"{where} expect MODEL.{key} {_fmt_floats(want)}; the config has {_fmt_floats(have)}")
+                out.append(f"{where} expect MODEL.{key} {format_floats(want)}; the config has {format_floats(have)}")
         if self.stride_in_1x1 is not None and cfg.MODEL.RESNETS.STRIDE_IN_1X1 != self.stride_in_1x1 \
                 and _is_bottleneck(cfg):
             out.append(f"{where} were trained with the stride in the {'1x1' if self.stride_in_1x1 else '3x3'} conv; "
@@ -119,40 +119,6 @@ def _is_bottleneck(cfg) -> bool:
         return resnet_spec(r.DEPTH, r.STAGE_BLOCKS, r.BLOCK)[0] == "bottleneck"
     except Exception:  # a config the ResNet builder would reject anyway
         return True
-
-
-def _fmt_floats(values) -> str:
-    return "(" + ", ".join(f"{float(v):g}" for v in values) + ")"
-
-
-# --------------------------------------------------------------------------------------------- values
-def _to_tensor(value: Any) -> torch.Tensor | None:
-    """A CPU tensor for a numeric tensor/array (arrays copied: unpickled ones may be read-only), else None."""
-    if isinstance(value, torch.Tensor):
-        return value.detach()
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind not in "biuf":  # object / string / complex arrays are not weights
-            return None
-        return torch.from_numpy(np.array(value, order="C", copy=True))
-    return None
-
-
-def _tensors(state: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Split a state mapping into tensors and the names of non-tensor entries."""
-    tensors, other = {}, []
-    for k, v in state.items():
-        t = _to_tensor(v)
-        if t is None:
-            other.append(str(k))
-        else:
-            tensors[str(k)] = t
-    return tensors, other
-
-
-def _strip_prefix(state: dict[str, Any], prefix: str) -> dict[str, Any]:
-    if state and all(k.startswith(prefix) for k in state):
-        return {k[len(prefix):]: v for k, v in state.items()}
-    return state
 
 
 # --------------------------------------------------------------------------------------------- detection
@@ -190,150 +156,6 @@ def detect_format(state: Mapping[str, Any], top: Mapping[str, Any] | None = None
     if any(re.match(r"^(backbone\.|roi_heads\.|rpn\.head\.|stem\.|res[2-5]\.)", k) for k in keys):
         return "ours"
     return "unknown"
-
-
-# --------------------------------------------------------------------------------------------- torchvision
-def _torchvision_name(name: str) -> str | None:
-    m = re.match(r"^conv1\.(.+)$", name)
-    if m:
-        return f"stem.conv1.{m[1]}"
-    m = re.match(r"^bn1\.(.+)$", name)
-    if m:
-        return f"stem.conv1.norm.{m[1]}"
-    m = re.match(r"^layer([1-4])\.(\d+)\.(conv|bn)(\d)\.(.+)$", name)
-    if m:
-        stage, block, kind, k, rest = int(m[1]) + 1, m[2], m[3], m[4], m[5]
-        return f"res{stage}.{block}.conv{k}.{'norm.' if kind == 'bn' else ''}{rest}"
-    m = re.match(r"^layer([1-4])\.(\d+)\.downsample\.([01])\.(.+)$", name)
-    if m:
-        return f"res{int(m[1]) + 1}.{m[2]}.shortcut.{'norm.' if m[3] == '1' else ''}{m[4]}"
-    m = re.match(r"^fc\.(.+)$", name)
-    if m:
-        return f"linear.{m[1]}"
-    return None
-
-
-def convert_torchvision(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
-    """torchvision ResNet names -> ours. Returns (tensors, ignored names, notes).
-
-    ``num_batches_tracked`` is dropped (a BN training counter, not a weight); names that are not part
-    of a torchvision ResNet are kept as they are, so they show up as unexpected when loading.
-    """
-    out: dict[str, torch.Tensor] = {}
-    ignored, notes, kept = [], [], []
-    for name, value in state.items():
-        if name.endswith("num_batches_tracked"):
-            ignored.append(name)
-            continue
-        new = _torchvision_name(name)
-        if new is None:
-            kept.append(name)
-            new = name
-        out[new] = value
-    if ignored:
-        notes.append(f"dropped {len(ignored)} BatchNorm num_batches_tracked counters (not weights)")
-    if kept:
-        notes.append(f"{len(kept)} entries are not torchvision ResNet names and were kept as they are: "
-                     f"{_sample(kept)}")
-    return out, ignored, notes
-
-
-# --------------------------------------------------------------------------------------------- caffe2
-_C2_BRANCH = {"1": "shortcut", "2a": "conv1", "2b": "conv2", "2c": "conv3"}
-_C2_SUFFIX = {"w": "weight", "b": "bias", "bn_s": "norm.weight", "bn_b": "norm.bias",
-              "bn_rm": "norm.running_mean", "bn_riv": "norm.running_var", "gn_s": "norm.weight",
-              "gn_b": "norm.bias"}
-_C2_BLOCK = re.compile(r"^res(\d+)_(\d+)_branch(1|2a|2b|2c)_(w|b|bn_s|bn_b|bn_rm|bn_riv|gn_s|gn_b)$")
-_C2_STEM = re.compile(r"^(?:conv1_(w|b)|(?:res_conv1|conv1)_(bn_s|bn_b|bn_rm|bn_riv|gn_s|gn_b))$")
-_C2_FC = re.compile(r"^fc1000_(w|b)$")
-
-
-def _caffe2_name(name: str) -> str | None:
-    m = _C2_BLOCK.match(name)
-    if m:
-        return f"res{m[1]}.{m[2]}.{_C2_BRANCH[m[3]]}.{_C2_SUFFIX[m[4]]}"
-    m = _C2_STEM.match(name)
-    if m:
-        return f"stem.conv1.{_C2_SUFFIX[m[1] or m[2]]}"
-    m = _C2_FC.match(name)
-    if m:
-        return f"linear.{_C2_SUFFIX[m[1]]}"
-    return None
-
-
-def convert_caffe2(blobs: Mapping[str, Any], eps: float = BN_EPS) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
-    """MSRA / Detectron caffe2 blob names -> ours. Returns (tensors, ignored names, notes).
-
-    Folded BN (``_bn_s``, ``_bn_b`` only) becomes a frozen affine: weight=s, bias=b, running_mean=0,
-    running_var=1-eps, so a FrozenBatchNorm2d/BatchNorm2d with ``eps`` computes exactly ``s * x + b``.
-    Where the file also has running statistics (``_bn_rm``, ``_bn_riv``: unfolded caffe2 SpatialBN, as in
-    pycls) they are used as running_mean/running_var, as Detectron2's loader does. Optimizer momenta
-    (``*_momentum``) and blobs that are not ResNet weights (e.g. Detectron detection heads) are ignored.
-    """
-    out: dict[str, torch.Tensor] = {}
-    ignored, momentum, unknown, non_tensor = [], [], [], []
-    bn_norms: set[str] = set()
-    for name, value in blobs.items():
-        if name.endswith("_momentum"):
-            momentum.append(name)
-            continue
-        new = _caffe2_name(name)
-        t = _to_tensor(value)
-        if new is None or t is None:
-            (non_tensor if t is None else unknown).append(name)
-            continue
-        out[new] = t
-        if "_bn_" in name:
-            bn_norms.add(new.rsplit(".", 1)[0])  # "res2.0.conv1.norm"
-    folded = 0
-    for norm in sorted(bn_norms):
-        scale = out.get(f"{norm}.weight")
-        if scale is None:
-            continue
-        if f"{norm}.running_mean" not in out and f"{norm}.running_var" not in out:
-            folded += 1
-        if f"{norm}.running_mean" not in out:
-            out[f"{norm}.running_mean"] = torch.zeros_like(scale, dtype=torch.float32)
-        if f"{norm}.running_var" not in out:
-            out[f"{norm}.running_var"] = torch.full_like(scale, 1.0 - eps, dtype=torch.float32)
-    notes = []
-    if folded:
-        notes.append(f"{folded} BN layers folded into scale/bias: loaded as weight=s, bias=b, running_mean=0, "
-                     f"running_var=1-eps (eps={eps:g})")
-    if len(bn_norms) > folded:
-        notes.append(f"{len(bn_norms) - folded} BN layers with running statistics (_bn_rm/_bn_riv) in the file: "
-                     "used as running_mean/running_var")
-    if momentum:
-        notes.append(f"ignored {len(momentum)} optimizer momentum blobs (*_momentum)")
-    if unknown:
-        notes.append(f"ignored {len(unknown)} blobs that are not ResNet weights: {_sample(unknown)}")
-    if non_tensor:
-        notes.append(f"ignored {len(non_tensor)} non-array entries: {_sample(non_tensor)}")
-    ignored = momentum + unknown + non_tensor
-    return out, ignored, notes
-
-
-# --------------------------------------------------------------------------------------------- detectron2
-def convert_detectron2(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
-    """Detectron2 names -> ours: ``proposal_generator.rpn_head.`` -> ``rpn.head.``; ``pixel_mean``/
-    ``pixel_std`` dropped (the config sets them). Its torchvision-converted ImageNet pickles name the
-    classifier ``stem.fc``: -> ``linear``. Returns (tensors, ignored names, notes)."""
-    out: dict[str, torch.Tensor] = {}
-    ignored, notes = [], []
-    for name, value in state.items():
-        if name in DEPRECATED_PIXEL_KEYS or name.endswith((".pixel_mean", ".pixel_std")):
-            ignored.append(name)
-            notes.append(f"dropped {name} = {_fmt_floats(value.flatten().tolist())} from the file: "
-                         f"the config's MODEL.{name.rsplit('.', 1)[-1].upper()} is used")
-            continue
-        if name.startswith("proposal_generator.rpn_head."):
-            name = "rpn.head." + name[len("proposal_generator.rpn_head."):]
-        elif name.startswith("stem.fc."):
-            name = "linear." + name[len("stem.fc."):]
-        out[name] = value
-    if any(k.startswith("rpn.head.") for k in out):
-        notes.append("renamed proposal_generator.rpn_head.* -> rpn.head.*")
-    return out, ignored, notes
 
 
 # --------------------------------------------------------------------------------------------- dispatch
@@ -378,9 +200,9 @@ def rename_legacy(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tenso
 def convert_checkpoint(obj: Any, path: str = "<memory>") -> Checkpoint:
     """A loaded checkpoint object (dict of tensors/arrays, possibly nested) -> :class:`Checkpoint`."""
     state, top = find_state_dict(obj)
-    state = _strip_prefix(state, "module.")  # DistributedDataParallel
+    state = strip_prefix(state, "module.")  # DistributedDataParallel
     fmt = detect_format(state, top)
-    tensors, non_tensor = _tensors(state) if fmt != "caffe2" else (dict(state), [])
+    tensors, non_tensor = split_tensors(state) if fmt != "caffe2" else (dict(state), [])
     notes: list[str] = []
     hints: dict[str, Any] = {}
     if fmt == "torchvision":
@@ -407,14 +229,8 @@ def convert_checkpoint(obj: Any, path: str = "<memory>") -> Checkpoint:
             if pixel:
                 notes.append(f"file has {', '.join(pixel)}: loaded where the model keeps them as state")
     if non_tensor:
-        notes.append(f"ignored {len(non_tensor)} non-tensor entries of the weights dict: {_sample(non_tensor)}")
+        notes.append(f"ignored {len(non_tensor)} non-tensor entries of the weights dict: {sample_names(non_tensor)}")
     metadata = {k: top[k] for k in METADATA_KEYS if isinstance(top, Mapping) and isinstance(top.get(k), list)}
     info = CheckpointInfo(path=str(path), source=fmt, notes=notes, ignored=list(ignored) + non_tensor,
                           metadata=metadata, **hints)
     return Checkpoint(state_dict=converted, info=info)
-
-
-def _sample(names, n: int = 5) -> str:
-    names = list(names)
-    more = f", ... ({len(names) - n} more)" if len(names) > n else ""
-    return ", ".join(names[:n]) + more

@@ -22,3 +22,12 @@ class UnsafePickleError(CheckpointError, pickle.UnpicklingError):
 
 class WeightLoadError(CheckpointError):
     """The checkpoint does not fit the model (nothing or almost nothing matches, or strict loading failed)."""
+
+
+class PartialWeightsError(WeightLoadError):
+    """The checkpoint leaves part of the model's ResNet as initialised (e.g. R50 weights in an R101 model):
+    refused where a model is evaluated or used, unless MODEL.ALLOW_PARTIAL_WEIGHTS is set."""
+
+
+class NonFiniteWeightsError(CorruptCheckpointError):
+    """A tensor of the checkpoint holds NaN or infinite values."""

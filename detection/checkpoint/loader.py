@@ -20,19 +20,21 @@ import os
 import pickle
 import re
 import zipfile
-from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from collections import Counter
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .converters import DEPRECATED_PIXEL_KEYS, Checkpoint, CheckpointInfo, convert_checkpoint
+from .converters import DEPRECATED_PIXEL_KEYS, Checkpoint, convert_checkpoint
 from .errors import CheckpointNotFoundError, CorruptCheckpointError, UnsafePickleError, WeightLoadError
+from .fit import check_finite, check_partial
+from .report import LoadReport, group_names
 from .safe_pickle import RestrictedUnpickler, _numpy_core
 
-__all__ = ["LoadReport", "group_names", "load_checkpoint", "load_weights", "match_checkpoint", "read_checkpoint"]
+__all__ = ["LoadReport", "group_names", "load_checkpoint", "load_weights", "match_checkpoint", "read_checkpoint",
+           "read_raw"]
 
 _LOGGER = logging.getLogger(__name__)
 MIN_LOADED_FRACTION = 0.10
@@ -42,7 +44,8 @@ _BENIGN_LEAVES = ("num_batches_tracked",) + DEPRECATED_PIXEL_KEYS
 
 
 # --------------------------------------------------------------------------------------------- reading
-def _read_object(path: str):
+def read_raw(path: str):
+    """The object a weight file holds, read safely; errors name the file."""
     if not os.path.exists(path):
         raise CheckpointNotFoundError(f"checkpoint file not found: {path}")
     if not os.path.isfile(path):
@@ -100,7 +103,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     Python 2 caffe2 pickles), torch files through ``torch.load(weights_only=True)``.
     """
     path = os.fspath(path)
-    obj = _read_object(path)
+    obj = read_raw(path)
     if not isinstance(obj, Mapping):
         raise CorruptCheckpointError(f"checkpoint {path} does not hold weights: expected a dict of tensors or arrays, "
                                      f"got {type(obj).__name__}")
@@ -113,7 +116,6 @@ _RPN_RE = re.compile(r"^(.*?)(?<![^.])(rpn\.head|proposal_generator\.rpn_head)\.
 _PRED_RE = re.compile(r"^(.*?)(?<![^.])(box_predictor)\.(.+)$")
 _LINEAR_RE = re.compile(r"^(.*?)(?<![^.])(linear)\.(weight|bias)$")
 
-_RESNET_PARTS = ("stem", "res2", "res3", "res4", "res5")
 _DROP_REASONS = {
     "linear": "ImageNet classifier head (torchvision fc / caffe2 fc1000): the model has no linear layer",
     "rpn": "RPN head: the model has none",
@@ -161,106 +163,6 @@ def _place(file_keys: Iterable[str], model_keys: set[str]) -> tuple[dict[str, st
         else:
             dropped.append((name, _DROP_REASONS.get(s[1], f"the model has no {s[1]} stage")))
     return mapping, dropped
-
-
-# --------------------------------------------------------------------------------------------- report
-def _coarse(name: str) -> str:
-    parts = name.split(".")
-    if parts[0] in ("backbone", "roi_heads", "rpn", "proposal_generator", "module") and len(parts) > 2:
-        return ".".join(parts[:2])
-    return parts[0] if len(parts) > 1 else name
-
-
-def group_names(names: Iterable[str], max_lines: int = 10) -> list[str]:
-    """Readable lines for many parameter names: ``module.{a,b}`` per module, or counts per prefix
-    (``backbone.res4.* (138 tensors)``) when that is still longer than ``max_lines``."""
-    names = list(names)
-    by_module: OrderedDict[str, list[str]] = OrderedDict()
-    for n in names:
-        mod, _, leaf = n.rpartition(".")
-        by_module.setdefault(mod, []).append(leaf)
-    lines = [f"{m}.{{{','.join(leaves)}}}" if len(leaves) > 1 else (f"{m}.{leaves[0]}" if m else leaves[0])
-             for m, leaves in by_module.items()]
-    if len(lines) <= max_lines:
-        return lines
-    groups: OrderedDict[str, list[str]] = OrderedDict()
-    for n in names:
-        groups.setdefault(_coarse(n), []).append(n)
-    lines = [f"{p}.* ({len(g)} tensors)" if len(g) > 1 else g[0] for p, g in groups.items()]
-    if len(lines) > max_lines:
-        lines = lines[: max_lines - 1] + [f"... and {len(lines) - max_lines + 1} more groups"]
-    return lines
-
-
-@dataclass
-class LoadReport:
-    """What ``load_weights`` did. Names are the model's (after renaming), shapes are tuples."""
-
-    path: str
-    info: CheckpointInfo
-    loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)  # in the model, not in the file (left as initialised)
-    unexpected: list[str] = field(default_factory=list)  # in the file, not in the model
-    shape_mismatch: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)  # name, file, model
-    dropped: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason): parts the model lacks
-    benign: list[str] = field(default_factory=list)  # model entries needing nothing (num_batches_tracked, ...)
-    num_model_tensors: int = 0  # model state entries, benign ones excluded
-    num_model_values: int = 0  # their element count
-    num_loaded_values: int = 0  # elements of the loaded tensors
-    renamed: dict[str, str] = field(default_factory=dict)  # model name -> file name, where they differ
-    warnings: list[str] = field(default_factory=list)  # config vs weights (input format, means, stride), depth
-    notes: list[str] = field(default_factory=list)  # about this model/file pair (the checkpoint's own: info.notes)
-
-    @property
-    def fraction_loaded(self) -> float:
-        return len(self.loaded) / self.num_model_tensors if self.num_model_tensors else 0.0
-
-    @property
-    def fraction_loaded_values(self) -> float:
-        return self.num_loaded_values / self.num_model_values if self.num_model_values else 0.0
-
-    @property
-    def complete(self) -> bool:
-        """Every model tensor loaded and every file tensor used (dropped parts aside)."""
-        return not (self.missing or self.unexpected or self.shape_mismatch)
-
-    def table(self, max_lines: int = 10) -> str:
-        pad = " " * 6
-        out = [f"Weights {self.path} [{self.info.describe()}]",
-               f"  loaded: {len(self.loaded)} / {self.num_model_tensors} model tensors "
-               f"({100 * self.fraction_loaded:.1f}%; {100 * self.fraction_loaded_values:.1f}% of the values)"]
-        counts: OrderedDict[str, int] = OrderedDict()
-        for n in self.loaded:
-            counts[_coarse(n)] = counts.get(_coarse(n), 0) + 1
-        width = max((len(p) for p in counts), default=0)
-        out += [f"{pad}{p:<{width}}  {c}" for p, c in counts.items()]
-        out.append(f"  missing (in the model, not in the file; left as initialised): {len(self.missing)}")
-        out += [pad + line for line in group_names(self.missing, max_lines)]
-        out.append(f"  unexpected (in the file, not in the model): {len(self.unexpected)}")
-        out += [pad + line for line in group_names(self.unexpected, max_lines)]
-        out.append(f"  shape mismatch (skipped): {len(self.shape_mismatch)}")
-        width = max((len(n) for n, _, _ in self.shape_mismatch[:max_lines]), default=0)
-        for name, fshape, mshape in self.shape_mismatch[:max_lines]:
-            out.append(f"{pad}{name:<{width}}  file {tuple(fshape)}  model {tuple(mshape)}")
-        if len(self.shape_mismatch) > max_lines:
-            out.append(f"{pad}... and {len(self.shape_mismatch) - max_lines} more")
-        if self.dropped:
-            out.append(f"  dropped on purpose: {len(self.dropped)}")
-            by_reason: OrderedDict[str, list[str]] = OrderedDict()
-            for name, reason in self.dropped:
-                by_reason.setdefault(reason, []).append(name)
-            for reason, names in by_reason.items():
-                out.append(f"{pad}{reason}: {', '.join(group_names(names, 3))}")
-        if self.benign:
-            leaves = sorted({n.rsplit('.', 1)[-1] for n in self.benign})
-            out.append(f"  not in the file and not needed: {len(self.benign)} ({', '.join(leaves)})")
-        for title, lines in (("notes", self.info.notes + self.notes), ("warnings", self.warnings)):
-            if lines:
-                out.append(f"  {title}:")
-                out += [f"{pad}- {line}" for line in lines]
-        return "\n".join(out)
-
-    __str__ = table
 
 
 def _model_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -312,11 +214,6 @@ def _plan(model_state: dict[str, torch.Tensor], checkpoint: Checkpoint):
             report.notes.append(
                 f"box predictor left as initialised: the file has {fshape[0] - 1} classes (+ background), the model "
                 f"{mshape[0] - 1} (expected when fine-tuning on another dataset)")
-    trunk = [n for n, _, _ in report.shape_mismatch if (_split(n) or ("", "", ""))[1] in _RESNET_PARTS]
-    if trunk:
-        report.warnings.append(
-            f"{len(trunk)} ResNet tensors in the file have other shapes than the model's (e.g. {trunk[0]}): "
-            "the file's ResNet depth or width differs from the model's (MODEL.RESNETS.*)")
     benign = set(report.benign)
     report.num_model_tensors = len(model_state) - len(benign)
     report.num_model_values = sum(t.numel() for k, t in model_state.items() if k not in benign)
@@ -329,7 +226,7 @@ def _samples(names, n=8) -> str:
 
 
 def load_checkpoint(model: nn.Module, checkpoint: Checkpoint, *, strict: bool = False,
-                    logger: logging.Logger | None = None, cfg=None) -> LoadReport:
+                    logger: logging.Logger | None = None, cfg=None, allow_partial: bool | None = None) -> LoadReport:
     """Load converted weights into ``model`` (see :func:`load_weights`)."""
     logger = logger or _LOGGER
     state = _model_state(model)
@@ -337,6 +234,7 @@ def load_checkpoint(model: nn.Module, checkpoint: Checkpoint, *, strict: bool = 
     path = checkpoint.info.path
     if cfg is not None:
         report.warnings += checkpoint.info.config_mismatches(cfg)
+    check_finite(path, [(report.renamed.get(n, n), value) for n, (_, value) in zip(report.loaded, pairs)])
     if report.num_model_tensors == 0:
         raise WeightLoadError(f"cannot load {path}: the model has no parameters or buffers")
     if min(report.fraction_loaded, report.fraction_loaded_values) < MIN_LOADED_FRACTION:
@@ -354,6 +252,9 @@ def load_checkpoint(model: nn.Module, checkpoint: Checkpoint, *, strict: bool = 
             + "Is this the right file for this model (depth, format)?")
     if strict and not report.complete:
         raise WeightLoadError(f"strict loading of {path} failed:\n{report.table()}")
+    if allow_partial is None:
+        allow_partial = bool(cfg.MODEL.ALLOW_PARTIAL_WEIGHTS) if cfg is not None else True
+    check_partial(report, allow_partial, logger)
     with torch.no_grad():
         for dst, value in pairs:
             dst.copy_(value.to(dtype=dst.dtype))
@@ -363,7 +264,7 @@ def load_checkpoint(model: nn.Module, checkpoint: Checkpoint, *, strict: bool = 
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike, *, strict: bool = False,
-                 logger: logging.Logger | None = None, cfg=None) -> LoadReport:
+                 logger: logging.Logger | None = None, cfg=None, allow_partial: bool | None = None) -> LoadReport:
     """Read ``path`` (torchvision / caffe2 / Detectron2 / our checkpoint), convert, load into ``model``.
 
     Tensors are placed by the model's naming (plain ResNet, C4 detector with ``backbone.`` and
@@ -376,5 +277,14 @@ def load_weights(model: nn.Module, path: str | os.PathLike, *, strict: bool = Fa
     :class:`CorruptCheckpointError`, a pickle that asks for code :class:`UnsafePickleError`; all are
     :class:`CheckpointError` and name the file. With ``cfg``, settings that do not fit the weights
     (input format, pixel mean/std, stride placement) are added to ``report.warnings``.
+
+    A file holding NaN or infinite values raises :class:`NonFiniteWeightsError` naming a tensor. A
+    file that leaves more than 1% of the model's ResNet tensors (stem, res2..res5) as initialised
+    (an R50 file in an R101 model; the RPN and box predictor do not count) is *partial*: with
+    ``allow_partial`` it is loaded with a warning that names the likely cause (depth, width, norm),
+    without it :class:`PartialWeightsError` is raised before anything is copied. ``allow_partial=None``
+    takes ``cfg.MODEL.ALLOW_PARTIAL_WEIGHTS`` when ``cfg`` is given (how evaluation and the demo
+    load) and allows otherwise; training passes ``allow_partial=True``.
     """
-    return load_checkpoint(model, read_checkpoint(path), strict=strict, logger=logger, cfg=cfg)
+    return load_checkpoint(model, read_checkpoint(path), strict=strict, logger=logger, cfg=cfg,
+                           allow_partial=allow_partial)

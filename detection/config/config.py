@@ -1,20 +1,25 @@
 """Config loading: schema defaults <- YAML (with _BASE_ inheritance) <- command-line KEY VALUE pairs.
 
-Unknown keys and wrongly typed values are errors that name the key, the value and what was
-expected. YAML is read with ``yaml.safe_load``.
+Unknown keys, wrongly typed values and values outside a key's declared range are errors that name
+the key, the value and what was expected. YAML is read with a safe loader that also refuses what
+would make a file say two things or expand without bound: a key given twice in one mapping, and
+aliases (``*name``; use ``_BASE_`` to share settings). An empty file is an error, not the defaults.
 """
 from __future__ import annotations
 
 import ast
 import copy
 import difflib
+import math
 import os
 import re
+import reprlib
 from collections.abc import Iterable
 from typing import Any
 
 import yaml
 
+from .checks import problem
 from .defaults import SCHEMA
 
 BASE_KEY = "_BASE_"
@@ -26,6 +31,46 @@ _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 class ConfigError(ValueError):
     """A config file or override does not fit the schema."""
+
+
+class _YAMLRefusal(yaml.YAMLError):
+    """A YAML construct configs do not accept; the message names the line."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys and aliases.
+
+    Aliases are refused where they are parsed, before anything is built: a few hundred bytes of
+    nested aliases ("billion laughs") stand for 10^9 nodes, and nothing in a config needs them.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _YAMLRefusal(
+                f"line {event.start_mark.line + 1}: YAML alias *{event.anchor[:40]} is not accepted in "
+                "configs (write the value out, or share settings through _BASE_)")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        first_line: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen = first_line.get(key)
+            except TypeError:  # an unhashable key: let SafeLoader report it
+                break
+            if seen is not None:
+                raise _YAMLRefusal(
+                    f"line {key_node.start_mark.line + 1}: key {_short(key)} is given twice in one mapping "
+                    f"(first on line {seen}); the file would say two things")
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _short(value: Any) -> str:
+    """A bounded repr for messages: never the whole of a large value."""
+    return reprlib.repr(value)
 
 
 class CfgNode(dict):
@@ -63,11 +108,13 @@ def _leaf_keys(schema: dict, prefix: str = "") -> dict[str, Any]:
         if isinstance(value, dict):
             keys.update(_leaf_keys(value, full + "."))
         else:
-            keys[full] = value[0]
+            keys[full] = value
     return keys
 
 
-ALL_KEYS = _leaf_keys(SCHEMA)
+_LEAVES = _leaf_keys(SCHEMA)  # key -> (default, meaning[, check])
+ALL_KEYS = {k: leaf[0] for k, leaf in _LEAVES.items()}
+CHECKS = {k: leaf[2] for k, leaf in _LEAVES.items() if len(leaf) > 2}
 
 
 def _defaults(schema: dict) -> CfgNode:
@@ -101,8 +148,8 @@ def _check_type(key: str, value: Any, default: Any, where: str) -> Any:
     """Return ``value`` converted to the default's type, or raise naming key, value and type."""
     expected = type(default)
     bad = ConfigError(
-        f"config key {key!r} in {where}: value {value!r} ({type(value).__name__}) "
-        f"does not fit the expected type {expected.__name__} (default {default!r})"
+        f"config key {key!r} in {where}: value {_short(value)} ({type(value).__name__}) "
+        f"does not fit the expected type {expected.__name__} (default {_short(default)})"
     )
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -113,6 +160,8 @@ def _check_type(key: str, value: Any, default: Any, where: str) -> Any:
             value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
+        if not math.isfinite(value):
+            raise ConfigError(f"config key {key!r} in {where}: value {value!r} is not a finite number")
         return float(value)
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -136,6 +185,17 @@ def _check_type(key: str, value: Any, default: Any, where: str) -> Any:
     raise bad
 
 
+def _check_value(key: str, value: Any, where: str) -> Any:
+    """``value`` converted to the key's type and inside its declared range, or a ConfigError."""
+    value = _check_type(key, value, ALL_KEYS[key], where)
+    if key in CHECKS:
+        why = problem(value, CHECKS[key])
+        if why:
+            raise ConfigError(f"config key {key!r} in {where}: value {_short(value)} is not accepted: {why} "
+                              f"(default {_short(ALL_KEYS[key])}; {describe(key)})")
+    return value
+
+
 def _merge(cfg: CfgNode, overrides: dict, where: str, prefix: str = "") -> None:
     for name, value in overrides.items():
         key = prefix + str(name)
@@ -143,12 +203,12 @@ def _merge(cfg: CfgNode, overrides: dict, where: str, prefix: str = "") -> None:
             raise _unknown_key_error(key, where)
         if isinstance(cfg[name], CfgNode):
             if not isinstance(value, dict):
-                raise ConfigError(f"config key {key!r} in {where} is a section; got the value {value!r}")
+                raise ConfigError(f"config key {key!r} in {where} is a section; got the value {_short(value)}")
             _merge(cfg[name], value, where, key + ".")
         else:
             if isinstance(value, dict):
                 raise _unknown_key_error(key + "." + next(iter(value), ""), where)
-            cfg[name] = _check_type(key, value, ALL_KEYS[key], where)
+            cfg[name] = _check_value(key, value, where)
 
 
 def _read_yaml(path: str, seen: tuple[str, ...] = ()) -> dict:
@@ -160,16 +220,24 @@ def _read_yaml(path: str, seen: tuple[str, ...] = ()) -> dict:
         raise ConfigError(f"config file not found: {path}")
     with open(path, encoding="utf-8") as f:
         try:
-            data = yaml.safe_load(f)
+            data = yaml.load(f, Loader=_ConfigLoader)
+        except _YAMLRefusal as e:
+            raise ConfigError(f"config file {path}, {e}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
-    if data is None:
-        data = {}
+    if data is None or data == {}:
+        raise ConfigError(f"config file {path} sets nothing (it is empty or only comments); an empty file is "
+                          "almost always a mistake (wrong path or a lost edit). Give no --config to use the "
+                          "defaults")
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top, got {type(data).__name__}")
     base = data.pop(BASE_KEY, None)
     if base is None:
         return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"config file {path}: {BASE_KEY} must name one file (a string); got {_short(base)} "
+                          f"({type(base).__name__}). A file has one base; chain bases by giving the base its own "
+                          f"{BASE_KEY}")
     merged = _read_yaml(os.path.join(os.path.dirname(path), base), seen + (path,))
     _deep_update(merged, data)
     return merged
@@ -190,7 +258,7 @@ def _parse_cli_value(text: str) -> Any:
     except (ValueError, SyntaxError):
         pass
     try:
-        value = yaml.safe_load(text)
+        value = yaml.load(text, Loader=_ConfigLoader)
     except yaml.YAMLError:
         return text
     return text if value is None else value
@@ -211,7 +279,7 @@ def merge_from_list(cfg: CfgNode, opts: Iterable[str]) -> None:
         value = _parse_cli_value(text)
         if isinstance(ALL_KEYS[key], str) and not isinstance(value, str):
             value = text  # a string key given something that parses as a number, e.g. a path "1"
-        node[leaf] = _check_type(key, value, ALL_KEYS[key], "command-line overrides")
+        node[leaf] = _check_value(key, value, "command-line overrides")
 
 
 def config_from_dict(data: dict, opts: Iterable[str] = (), where: str = "a config dict") -> CfgNode:

@@ -19,6 +19,7 @@ _EXPORTS = {
     "mapper": ["DatasetMapper"],
     "samplers": ["TrainingSampler", "InfiniteBatchSampler", "InferenceSampler"],
     "stats": ["bad_image_count", "data_stats"],
+    "yolo": ["load_yolo", "write_yolo"],
     "transforms": ["build_extra_scales_transform", "resize_image", "resize_shortest_edge_size"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

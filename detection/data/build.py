@@ -25,7 +25,8 @@ from .catalog import get_dataset
 from .image_io import ImageReadError
 from .info import DatasetInfo
 from .mapper import DatasetMapper
-from .samplers import InferenceSampler, InfiniteBatchSampler, TrainingSampler, derive_seed, dist_info
+from .samplers import (InferenceSampler, InfiniteBatchSampler, RepeatFactorTrainingSampler, TrainingSampler,
+                       derive_seed, dist_info, repeat_factors)
 from .stats import STATS, DataStats, SkippedImages
 
 __all__ = ["build_train_loader", "build_test_loader", "trivial_collate",
@@ -175,6 +176,23 @@ def _load_train(cfg) -> tuple[list[dict], DatasetInfo, bool]:
     return records, infos[0], kinds.pop()
 
 
+def _build_sampler(cfg, records: list[dict], info: DatasetInfo, seed: int, rank: int,
+                   world_size: int) -> TrainingSampler:
+    name = cfg.DATALOADER.SAMPLER_TRAIN
+    if name == "TrainingSampler":
+        return TrainingSampler(len(records), seed, rank=rank, world_size=world_size)
+    if name != "RepeatFactorTrainingSampler":
+        raise ValueError(f"DATALOADER.SAMPLER_TRAIN must be TrainingSampler or RepeatFactorTrainingSampler; "
+                         f"got {name!r}")
+    # the classes of each image's training targets (ignore boxes are not targets)
+    factors = repeat_factors([r["labels"][~r["ignore"]] for r in records], info.num_classes,
+                             cfg.DATALOADER.REPEAT_THRESHOLD)
+    logger.info("RepeatFactorTrainingSampler (REPEAT_THRESHOLD %g): %d of %d images repeated, %.1f%% more images "
+                "per epoch, largest factor %.2f", cfg.DATALOADER.REPEAT_THRESHOLD, int((factors > 1).sum()),
+                len(records), 100 * (factors.sum() / len(records) - 1), factors.max())
+    return RepeatFactorTrainingSampler(factors, seed, rank=rank, world_size=world_size)
+
+
 def build_train_loader(cfg, start_iter: int = 0, rank: int | None = None,
                        world_size: int | None = None) -> DataLoader:
     """Endless loader of training batches (lists of mapper dicts) starting at iteration ``start_iter``.
@@ -194,7 +212,7 @@ def build_train_loader(cfg, start_iter: int = 0, rank: int | None = None,
     group_ids = None
     if cfg.DATALOADER.ASPECT_RATIO_GROUPING and not loc:  # loc crops are square: nothing to group
         group_ids = [int(rec["width"] > rec["height"]) for rec in records]
-    sampler = TrainingSampler(len(records), seed, rank=rank, world_size=world_size)
+    sampler = _build_sampler(cfg, records, info, seed, rank, world_size)
     batch_sampler = InfiniteBatchSampler(sampler, batch_size, group_ids, start_iter)
     dataset = TrainDataset(records, DatasetMapper(cfg, is_train=True, loc=loc), seed,
                            cfg.DATASETS.SKIP_BAD_IMAGES, info)

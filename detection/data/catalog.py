@@ -2,7 +2,8 @@
 
 Names are resolved under the data root: ``cfg.DATASETS.ROOT``, else ``$DETECTION_DATASETS``, else
 ``./datasets``. Besides the built-in names, a dataset can be given by paths:
-``coco:/path/to/ann.json:/path/to/images`` or ``voc:/path/to/VOCstyle_folder:split``.
+``coco:/path/to/ann.json:/path/to/images``, ``voc:/path/to/VOCstyle_folder:split`` or
+``yolo:/path/to/data.yaml:split`` (Ultralytics layout).
 See datasets/README.md for the layouts.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from .info import DatasetInfo, DatasetNotFoundError
 from .records import filter_empty_records
 from .synthetic import load_synthetic, spec_from_cfg, synthetic_info
 from .voc import load_voc, voc_info
+from .yolo import load_yolo, yolo_info
 
 __all__ = ["ENV_VAR", "data_root", "get_dataset", "get_dataset_info", "list_datasets"]
 
@@ -58,16 +60,16 @@ def list_datasets() -> list[str]:
 
 def _resolve(name: str, cfg) -> tuple[str, tuple]:
     """(format, arguments of that format's loader without the dataset name)."""
-    if name.startswith(("coco:", "voc:")):
+    if name.startswith(("coco:", "voc:", "yolo:")):
         fmt, _, rest = name.partition(":")
         parts = rest.split(":")
         if len(parts) != 2 or not all(parts):
-            raise ValueError(f"custom dataset {name!r}: expected 'coco:/path/ann.json:/path/images' "
-                             f"or 'voc:/path/VOCstyle_folder:split'")
+            raise ValueError(f"custom dataset {name!r}: expected 'coco:/path/ann.json:/path/images', "
+                             f"'voc:/path/VOCstyle_folder:split' or 'yolo:/path/data.yaml:split'")
         return fmt, tuple(parts)
     if name not in _BUILTIN:
         raise KeyError(f"unknown dataset {name!r}; known: {', '.join(_BUILTIN)}, or a custom "
-                       f"'coco:/path/ann.json:/path/images' / 'voc:/path/folder:split'")
+                       f"'coco:/path/ann.json:/path/images' / 'voc:/path/folder:split' / 'yolo:/path/data.yaml:split'")
     fmt, args = _BUILTIN[name]
     root = data_root(cfg)
     if fmt == "coco":
@@ -83,8 +85,9 @@ def _resolve(name: str, cfg) -> tuple[str, tuple]:
     return fmt, (root, spec_from_cfg(cfg, args[0]), args[1])
 
 
-_LOADERS = {"coco": load_coco_json, "voc": load_voc, "imagenet": load_imagenet_loc, "synthetic": load_synthetic}
-_INFOS = {"coco": coco_info, "voc": lambda folder, split, name: voc_info(folder, name),
+_LOADERS = {"coco": load_coco_json, "voc": load_voc, "yolo": load_yolo, "imagenet": load_imagenet_loc,
+            "synthetic": load_synthetic}
+_INFOS = {"coco": coco_info, "voc": lambda folder, split, name: voc_info(folder, name), "yolo": yolo_info,
           "imagenet": imagenet_loc_info, "synthetic": synthetic_info}
 
 

@@ -111,15 +111,16 @@ def save_coco_json(path: str, images: list[dict], annotations: list[dict], categ
     return write_json(path, {"info": info, "images": images, "annotations": annotations, "categories": categories})
 
 
-def write_coco_json(records: list[dict], info: DatasetInfo, path: str) -> str:
+def write_coco_json(records: list[dict], info: DatasetInfo, path: str, image_root: str | None = None) -> str:
     """Write the ground truth of ``records`` as a COCO detection json at ``path`` (returns ``path``).
 
-    file_name is the record's absolute path; category ids are ``info.category_ids``; ignore boxes get
-    iscrowd=1; area is the box area (there are no masks). Written atomically (temp file + rename).
+    file_name is the record's absolute path, or its path relative to ``image_root``; category ids are
+    ``info.category_ids``; ignore boxes get iscrowd=1; area is the box area (there are no masks). Written atomically (temp file + rename).
     """
     images, annotations = [], []
     for r in records:
-        images.append({"id": int(r["image_id"]), "file_name": r["file_name"],
+        name = os.path.relpath(r["file_name"], image_root) if image_root else r["file_name"]
+        images.append({"id": int(r["image_id"]), "file_name": name,
                        "height": int(r["height"]), "width": int(r["width"])})
         for box, label, ign in zip(r["boxes"].tolist(), r["labels"].tolist(), r["ignore"].tolist()):
             annotations.append(coco_annotation(len(annotations) + 1, int(r["image_id"]),

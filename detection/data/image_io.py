@@ -28,7 +28,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-__all__ = ["ImageReadError", "read_image", "to_uint8_3ch", "max_image_pixels", "MAX_PIXELS_ENV"]
+__all__ = ["IMAGE_EXTS", "ImageReadError", "read_image", "to_uint8_3ch", "max_image_pixels", "MAX_PIXELS_ENV"]
+
+# The file endings read as images where a folder is listed (the demo, YOLO splits).
+IMAGE_EXTS = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp")
 
 _FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
 

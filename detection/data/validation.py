@@ -95,7 +95,7 @@ def _check_images(images, source: str, need_size: bool) -> None:
             v = img[key]
             if not (is_number(v) and math.isfinite(v) and v == int(v) and v > 0):
                 raise DatasetFormatError(f"{source}: {where}: '{key}' must be a positive integer, got {v!r}")
-        if need_size and not (isinstance(img.get("file_name"), str) and img["file_name"]):
+        if (need_size or "file_name" in img) and not (isinstance(img.get("file_name"), str) and img["file_name"]):
             raise DatasetFormatError(f"{source}: {where}: 'file_name' must be a non-empty string, "
                                      f"got {img.get('file_name')!r}")
     check_unique([img["id"] for img in images], "image ids", source)

@@ -42,11 +42,17 @@ def _num_images(loader) -> int | None:
         return None
 
 
-def evaluate(cfg, model, plot: bool = True) -> dict:
+def eval_output_dir(output_dir: str, dataset_name: str) -> str:
+    """Where the evaluation of ``dataset_name`` writes its files: OUTPUT_DIR/eval/<dataset>/."""
+    return os.path.join(output_dir, "eval", dataset_name.replace("/", "_").replace(":", "_"))
+
+
+def evaluate(cfg, model, plot: bool = True, **explain_options) -> dict:
     """Evaluate on each of ``DATASETS.TEST``; results in OUTPUT_DIR/eval/<dataset>/.
 
     Returns {dataset name: metrics}. Detection datasets get the COCO/VOC metrics (and, with
-    ``plot``, their PNG plots), localization datasets the LOC errors.
+    ``plot``, their PNG plots), localization datasets the LOC errors. ``explain_options``
+    (``iou_threshold``, ``score_thresh``) go to the detection evaluators' confusion matrix.
     """
     results = {}
     task = unwrap_model(model).task
@@ -58,8 +64,8 @@ def evaluate(cfg, model, plot: bool = True) -> dict:
                 f"DATASETS.TEST {name!r} is a {dataset_task} dataset but the model "
                 f"({cfg.MODEL.META_ARCHITECTURE}) is a {task} model: pick a {task} dataset, or "
                 f"MODEL.META_ARCHITECTURE {'PCRLocalizer' if dataset_task == 'localization' else 'FasterRCNN'}")
-        out_dir = os.path.join(cfg.OUTPUT_DIR, "eval", name.replace("/", "_").replace(":", "_"))
-        evaluator = build_evaluator(info, records, out_dir, plot=plot)
+        out_dir = eval_output_dir(cfg.OUTPUT_DIR, name)
+        evaluator = build_evaluator(info, records, out_dir, plot=plot, **explain_options)
         logger.info("evaluating on %s (%d images, %d process(es))", name, len(records), get_world_size())
         results[name] = inference_on_dataset(build_test_model(cfg, model), loader, evaluator)
     return results

@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from collections.abc import Callable
 
+import yaml
 from torch.distributed.run import main as torchrun
 
+from detection.checkpoint.errors import CheckpointError
 from detection.config import CfgNode, load_config
 from detection.utils import comm
+from detection.utils.io import read_text
 from detection.utils.logger import setup_logger
 from detection.utils.seed import resolve_seed, seed_all
 
@@ -66,14 +71,46 @@ def relaunch_with_torchrun(num_procs: int) -> None:
     sys.exit(0)
 
 
+def seed_of_run(output_dir: str) -> int:
+    """The SEED recorded in ``output_dir/config.yaml`` by an earlier start (-1 if there is none)."""
+    path = os.path.join(output_dir, "config.yaml")
+    if not os.path.isfile(path):
+        return -1
+    try:
+        seed = yaml.safe_load(read_text(path, "run config")).get("SEED", -1)
+    except (ValueError, AttributeError, yaml.YAMLError):
+        return -1
+    return seed if isinstance(seed, int) and seed >= 0 else -1
+
+
 def setup(args) -> CfgNode:
     """Config from --config and KEY VALUE pairs, the process group (under torchrun), logging, seed."""
     cfg = load_config(args.config or None, args.opts)
     cfg.MODEL.DEVICE = comm.init_distributed(cfg.MODEL.DEVICE)
     setup_logger(cfg.OUTPUT_DIR)
     # One seed for the run, random when SEED < 0 and then shared by all processes: the data
-    # loader derives its streams from cfg.SEED, the model is initialised from SEED + rank.
+    # loader derives its streams from cfg.SEED, the model is initialised from SEED + rank. A resumed
+    # run keeps the seed its first start drew (its config.yaml), so its batches continue the same stream.
+    if cfg.SEED < 0 and getattr(args, "resume", False):
+        cfg.SEED = seed_of_run(cfg.OUTPUT_DIR)
     cfg.SEED = resolve_seed(cfg.SEED)
     seed = seed_all(cfg.SEED + comm.get_rank())
     logger.info("rank %d/%d, device %s, seed %d", comm.get_rank(), comm.get_world_size(), cfg.MODEL.DEVICE, seed)
     return cfg
+
+
+# What a bad input raises: configs and annotations (ValueError subclasses that name the key, file
+# or record), files (OSError: missing, unreadable, not an image) and weight files.
+USER_ERRORS = (ValueError, OSError, CheckpointError)
+
+
+def run_tool(main: Callable[[], object]) -> None:
+    """A tool's ``main()`` from the command line: a bad input ends with its message and exit
+    status 2 instead of a traceback (``DETECTION_TRACEBACK=1`` shows the traceback too)."""
+    try:
+        main()
+    except USER_ERRORS as e:
+        if os.environ.get("DETECTION_TRACEBACK"):
+            raise
+        print(f"error: {e}\n(set DETECTION_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        sys.exit(2)

@@ -14,10 +14,12 @@ import numpy as np
 import torch
 import yaml
 
-from detection.checkpoint import Checkpoint, CheckpointNotFoundError, convert_checkpoint, load_checkpoint, load_weights
+from detection.checkpoint import Checkpoint, convert_checkpoint, load_checkpoint, load_weights, read_raw
 from detection.config import config_from_dict, merge_from_list
 from detection.data import DatasetMapper, get_dataset_info
 from detection.modeling import build_model, build_test_model
+
+from .classes import resolve_classes
 
 
 def override_list(overrides: Mapping | Sequence[str] | None) -> list[str]:
@@ -35,15 +37,10 @@ def override_list(overrides: Mapping | Sequence[str] | None) -> list[str]:
 def read_trained_checkpoint(path: str) -> tuple[dict, Checkpoint]:
     """(the config dict, the converted weights) of a checkpoint written by tools/train_net.py.
 
-    Raises ``CheckpointNotFoundError`` for a missing file and ``ValueError`` for a file that carries
-    no config (torchvision, caffe2 and Detectron2 files hold weights only)."""
+    Raises ``CheckpointError`` (``read_raw``) for a missing or unreadable file and ``ValueError`` for
+    a file that carries no config (torchvision, caffe2 and Detectron2 files hold weights only)."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointNotFoundError(f"checkpoint {path} not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a pickle (caffe2, Detectron2 .pkl) or not a torch file at all
-        obj = None
+    obj = read_raw(path)  # missing, corrupt or unsafe: a CheckpointError naming the file
     config = obj.get("config", obj.get("cfg")) if isinstance(obj, Mapping) else None
     if isinstance(config, str):
         try:
@@ -73,18 +70,21 @@ class Predictor:
     """
 
     def __init__(self, cfg, weights: str | Checkpoint | None = None):
+        path = weights if weights is not None else cfg.MODEL.WEIGHTS
+        checkpoint = path if isinstance(path, Checkpoint) else None
+        # The class names: the checkpoint's, else those of the dataset the count came from.
+        cfg, names = resolve_classes(cfg, weights=checkpoint.info.path if checkpoint else path, fallback_dataset=True)
         self.cfg = cfg
         model = build_model(cfg).eval()
-        path = weights if weights is not None else cfg.MODEL.WEIGHTS
         self.metadata = {}
-        if isinstance(path, Checkpoint):
-            self.metadata = load_checkpoint(model, path, cfg=cfg).info.metadata
+        if checkpoint is not None:
+            self.metadata = load_checkpoint(model, checkpoint, cfg=cfg).info.metadata
         elif path:
             self.metadata = load_weights(model, path, cfg=cfg).info.metadata
         self.detector = model  # the model itself (what export and benchmarks take)
         self.model = build_test_model(cfg, model).eval()  # what inference runs
         self.localization = model.task == "localization"
-        self.class_names = self.metadata.get("class_names") or self._dataset_class_names()
+        self.class_names = self.metadata.get("class_names") or names or self._dataset_class_names()
         self.mapper = DatasetMapper(cfg, is_train=False, loc=self.localization)
         self.batch_size = max(1, int(cfg.TEST.IMS_PER_BATCH))
 
@@ -105,13 +105,16 @@ class Predictor:
         return cls(cfg, checkpoint)
 
     def _dataset_class_names(self) -> list[str]:
+        """Weights without class names and an explicit count: the names of the first configured
+        dataset with that many classes, else numbered classes."""
         k = self.model.num_classes
-        try:
-            names = list(get_dataset_info(self.cfg, self.cfg.DATASETS.TEST[0]).class_names)
+        for name in [*self.cfg.DATASETS.TRAIN[:1], *self.cfg.DATASETS.TEST[:1]]:
+            try:
+                names = list(get_dataset_info(self.cfg, name).class_names)
+            except (OSError, ValueError, KeyError):  # not on this machine
+                continue
             if len(names) == k:
                 return names
-        except Exception:  # no dataset on this machine: numbered classes are still useful
-            pass
         return [f"class_{i}" for i in range(k)]
 
     def _sample(self, image: np.ndarray, image_format: str) -> dict:

@@ -11,8 +11,10 @@ import time
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from detection.utils.comm import get_world_size, is_main_process, reduce_dict, unwrap_model
+from detection.checkpoint import CheckpointNotFoundError
+from detection.utils.comm import all_gather_object, get_world_size, is_main_process, reduce_dict, unwrap_model
 
+from .best import BestMetric, default_metric
 from .checkpointer import Checkpointer
 from .events import EventWriter, plot_curves
 from .solver import build_lr_scheduler, build_optimizer
@@ -29,6 +31,11 @@ class Trainer:
     ``evaluate_fn(model)`` returns {dataset: metrics} and is called every TEST.EVAL_PERIOD
     iterations and at the end. ``extra_checkpoint_data`` (class names, category ids) is saved
     with every checkpoint so a trained model carries its label mapping.
+
+    TEST.BEST_METRIC of each evaluation (first dataset) keeps OUTPUT_DIR/model_best.pth; with
+    TEST.PATIENCE > 0 training stops after that many evaluations without a new best. That state
+    is part of every checkpoint. At an iteration that both evaluates and checkpoints, the
+    evaluation comes first, so the checkpoint holds its outcome.
     """
 
     def __init__(self, cfg, model, build_loader, evaluate_fn=None, extra_checkpoint_data: dict | None = None):
@@ -53,18 +60,27 @@ class Trainer:
         self.checkpointer = Checkpointer(cfg.OUTPUT_DIR, self.model, self.optimizer, self.scheduler, self.scaler)
         self.events = EventWriter(cfg.OUTPUT_DIR, enabled=is_main_process())
         self.iteration = 0
+        # An empty TEST.BEST_METRIC means the headline metric of the model's kind of evaluation.
+        metric = cfg.TEST.BEST_METRIC or default_metric("loc" if model.task == "localization" else "coco")
+        self.best = BestMetric(metric, cfg.TEST.BEST_METRIC_MODE, cfg.TEST.PATIENCE)
 
     def resume_or_start(self, resume: bool) -> int:
+        if is_main_process():
+            self.checkpointer.remove_temporary_files()
         if resume and self.checkpointer.last_checkpoint():
-            self.iteration = self.checkpointer.resume()["iteration"]
+            data = self.checkpointer.resume()
+            self.iteration = data["iteration"]
+            if self.best.load_state_dict(data.get("best")):
+                logger.info("resumed %s; %d evaluation(s) since", self.best.describe(), self.best.since)
             self.events.truncate_after(self.iteration)
         elif resume:
             logger.info("--resume: no checkpoint in %s yet, starting from iteration 0", self.cfg.OUTPUT_DIR)
         return self.iteration
 
-    def save(self, name: str) -> None:
+    def save(self, name: str, pointer: bool = True) -> None:
         if is_main_process():
-            self.checkpointer.save(name, self.iteration, config=self.cfg.dump(), **self.extra)
+            self.checkpointer.save(name, self.iteration, pointer=pointer, config=self.cfg.dump(),
+                                   best=self.best.state_dict(), **self.extra)
 
     def run_step(self, batch) -> dict[str, float]:
         autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None
@@ -74,7 +90,10 @@ class Trainer:
         total = sum(losses.values())
         values = {k: float(v.detach()) for k, v in losses.items()}
         if not math.isfinite(float(total.detach())):
-            last = self.checkpointer.last_checkpoint()
+            try:
+                last = self.checkpointer.last_checkpoint()
+            except CheckpointNotFoundError:  # checkpoints of an earlier run, no pointer yet
+                last = None
             raise FloatingPointError(
                 f"non-finite loss at iteration {self.iteration}: "
                 + ", ".join(f"{k}={v}" for k, v in values.items())
@@ -107,16 +126,45 @@ class Trainer:
         for name, metrics in results.items():
             scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
             self.events.write(self.iteration, {**scalars, "dataset": name})
+        self.track_best(results)
+
+    def track_best(self, results: dict) -> None:
+        """Update the best metric with one evaluation (rank 0's results, shared with every rank);
+        save model_best.pth on a new best."""
+        previous = self.best.describe()
+        improved = False
+        if is_main_process() and results:  # other ranks get {} from the evaluators
+            try:
+                value = self.best.value_of(results)
+            except KeyError as e:  # e.g. an evaluation that processed no image: no improvement
+                logger.warning("%s; counted as no improvement", e.args[0])
+                value = math.nan
+            improved = self.best.update(value, self.iteration)
+        state, improved = all_gather_object((self.best.state_dict(), improved))[0]
+        self.best.load_state_dict(state)
+        if improved:
+            self.save("model_best", pointer=False)
+            logger.info("new %s (before: %s): saved model_best.pth", self.best.describe(), previous)
+        else:
+            logger.info("%s: no new best (%s; %d evaluation(s) without one%s)", self.best.metric,
+                        self.best.describe(), self.best.since,
+                        f", TEST.PATIENCE {self.best.patience}" if self.best.patience else "")
 
     def train(self) -> None:
         s = self.cfg.SOLVER
         start, max_iter = self.iteration, s.MAX_ITER
+        if self.best.exhausted:
+            logger.info("training had stopped early at iteration %d (%s, %d evaluations without a new best, "
+                        "TEST.PATIENCE %d): nothing to do; raise TEST.PATIENCE to continue",
+                        start, self.best.describe(), self.best.since, self.best.patience)
+            self.events.close()
+            return
         logger.info("training from iteration %d to %d", start, max_iter)
         data = self.build_loader(start)
         loader = iter(data)
         self.model.train()
         window, t_start = [], time.perf_counter()
-        while self.iteration < max_iter:
+        while self.iteration < max_iter and not self.best.exhausted:
             t0 = time.perf_counter()
             batch = next(loader)
             data_time = time.perf_counter() - t0
@@ -134,16 +182,21 @@ class Trainer:
                 logger.info("iter %d/%d  total_loss: %.4f  %s  lr: %.5g  %.3f s/it  eta %s",
                             it, max_iter, values["total_loss"], terms, lr, sec, eta)
                 window = []
-            if s.CHECKPOINT_PERIOD > 0 and it % s.CHECKPOINT_PERIOD == 0 and it != max_iter:
-                self.save(f"model_{it:07d}")
             if self.cfg.TEST.EVAL_PERIOD > 0 and it % self.cfg.TEST.EVAL_PERIOD == 0 and it != max_iter:
                 self.evaluate()
-        self.save("model_final")
+            if s.CHECKPOINT_PERIOD > 0 and it % s.CHECKPOINT_PERIOD == 0 and it != max_iter:
+                self.save(f"model_{it:07d}")
         logger.info("training done in %.1f min", (time.perf_counter() - t_start) / 60)
         skipped = getattr(getattr(data, "dataset", None), "skipped", None)  # a TrainDataset's unreadable images
         if skipped is not None:
             skipped.log_total()
-        self.evaluate()
+        if self.best.exhausted:
+            logger.info("early stop at iteration %d: %s has not improved for %d evaluations (TEST.PATIENCE %d); "
+                        "%s is in model_best.pth", self.iteration, self.best.metric, self.best.since,
+                        self.best.patience, self.best.describe())
+        else:
+            self.evaluate()
+        self.save("model_final")
         self.events.close()
         if self.events.enabled and os.path.isfile(self.events.path):
             plot_curves(self.events.path, os.path.join(self.cfg.OUTPUT_DIR, "curves.png"))

@@ -29,8 +29,10 @@ Conventions (see also ``voc_eval`` and ``coco_eval``):
 Files written to ``output_dir`` (rank 0): ``detections.json`` (COCO results: xywh, original
 category ids, boxes rounded to 0.01 px, scores to 5 decimals - the metrics are computed from
 these rounded values, so ``evaluate_files`` on it reproduces them exactly), ``metrics.json``,
-``report.txt`` (the table plus pycocotools' summary) and, with ``plot=True``,
-``per_class_AP50.png`` and ``pr_curves.png``.
+``report.txt`` (the table plus pycocotools' summary), ``confusion_matrix.json``,
+``error_breakdown.json`` and, with ``plot=True``, ``per_class_AP50.png``, ``pr_curves.png``,
+``f1_curves.png``, ``confusion_matrix.png``, ``errors.png``, ``worst/`` and ``index.html``
+(see ``explain.py``).
 
 ``evaluate_files`` computes the same metrics and files from a COCO results file and a COCO
 ground-truth file, without a model (``tools/eval.py --gt --dt``).
@@ -49,6 +51,7 @@ from detection.utils.comm import all_gather_object, is_main_process
 from detection.utils.io import read_json, write_json, write_text
 
 from .coco_eval import (
+    COCO_STAT_NAMES,
     coco_stats_percent,
     load_coco_gt,
     outputs_to_coco_results,
@@ -56,10 +59,14 @@ from .coco_eval import (
     run_coco_eval,
     validate_results,
 )
+from .explain import explain_detections, explanation_metrics, image_paths_from_coco, write_explanations
 from .report import emit, format_detection_report, plot_per_class_ap, plot_pr_curves, write_metrics_json
 from .voc_eval import voc_eval_coco
 
-__all__ = ["DetectionEvaluator", "compute_detection_metrics", "evaluate_files"]
+__all__ = ["DETECTION_SCALAR_KEYS", "DetectionEvaluator", "compute_detection_metrics", "evaluate_files"]
+
+#: The scalar metrics of a detection evaluation where higher is better (what TEST.BEST_METRIC may name).
+DETECTION_SCALAR_KEYS = (*COCO_STAT_NAMES, "VOC07_mAP50", "VOC_mAP50", "best_f1")
 
 logger = logging.getLogger(__name__)
 
@@ -79,12 +86,18 @@ def compute_detection_metrics(
     output_dir: str | None = None,
     plot: bool = True,
     verbose: bool = True,
+    image_paths: dict[int, str] | None = None,
+    iou_threshold: float = 0.5,
+    score_thresh: float | None = None,
 ) -> dict:
     """All detection metrics for a COCO results list (the core of the evaluator and the CLI).
 
     ``results`` must already be valid for ``coco_gt`` (see ``validate_results``).
     ``img_ids``: the evaluated images (None = all images of the ground truth).
-    Writes metrics.json / report.txt / plots into ``output_dir`` when given.
+    Writes metrics.json / report.txt / plots and the explanations (``explain.py``:
+    confusion matrix, F1 curves, error breakdown, worst images drawn from ``image_paths``
+    {image id: file}, index.html) into ``output_dir`` when given. ``iou_threshold`` and
+    ``score_thresh`` are the confusion matrix's (see ``explain_detections``).
     """
     class_names = [str(n) for n in class_names]
     category_ids = [int(c) for c in category_ids]
@@ -129,6 +142,8 @@ def compute_detection_metrics(
     }
     metrics["num_images"] = len(img_ids) if img_ids is not None else n_gt_images
     metrics["num_detections"] = len(results)
+    explained = explain_detections(coco_gt, results, category_ids, img_ids, voc, iou_threshold, score_thresh)
+    metrics.update(explanation_metrics(explained, class_names))
 
     text = format_detection_report(metrics)
     if verbose:
@@ -146,6 +161,7 @@ def compute_detection_metrics(
                 plot_pr_curves(curves, os.path.join(output_dir, "pr_curves.png"))
             except Exception as e:  # a plot must never cost the metrics
                 logger.warning("could not plot the evaluation results: %r", e)
+        write_explanations(explained, metrics, class_names, output_dir, plot=plot, image_paths=image_paths)
     return metrics
 
 
@@ -157,8 +173,10 @@ class DetectionEvaluator:
         class_names: contiguous label -> class name.
         category_ids: contiguous label -> original category id of the json.
         output_dir: where the files go (None: nothing written).
-        plot: write the PNG plots.
+        plot: write the PNG plots (and the drawn worst images, index.html).
         verbose: print (or log) the table.
+        image_paths: image id -> image file, for drawing the worst images (None: not drawn).
+        iou_threshold, score_thresh: the confusion matrix's (``explain_detections``).
     """
 
     def __init__(
@@ -169,6 +187,9 @@ class DetectionEvaluator:
         output_dir: str | None = None,
         plot: bool = True,
         verbose: bool = True,
+        image_paths: dict[int, str] | None = None,
+        iou_threshold: float = 0.5,
+        score_thresh: float | None = None,
     ):
         if len(class_names) != len(category_ids):
             raise ValueError(f"{len(class_names)} class names but {len(category_ids)} category ids")
@@ -178,6 +199,9 @@ class DetectionEvaluator:
         self.output_dir = output_dir
         self.plot = plot
         self.verbose = verbose
+        self.image_paths = image_paths
+        self.iou_threshold = iou_threshold
+        self.score_thresh = score_thresh
         self._coco_gt: COCO | None = None
         self.reset()
 
@@ -224,7 +248,9 @@ class DetectionEvaluator:
         ``APl``, ``AR1``, ``AR10``, ``AR100``, ``ARs``, ``ARm``, ``ARl`` (COCOeval, %),
         ``VOC07_mAP50``, ``VOC_mAP50`` (%), ``per_class_AP50`` / ``per_class_AP``
         ({name: %}), ``per_class_VOC`` ({name: {"AP50_07", "AP50", "num_gt", "num_det",
-        "num_tp"}}), ``num_images``, ``num_detections``.
+        "num_tp"}}), ``num_images``, ``num_detections``; ``best_f1`` (%),
+        ``best_f1_score_thresh``, ``per_class_best_f1``, ``errors``, ``per_class_errors``
+        (``explain.explanation_metrics``).
         """
         predictions = self._gather()
         if predictions is None:
@@ -252,11 +278,15 @@ class DetectionEvaluator:
             output_dir=self.output_dir,
             plot=self.plot,
             verbose=self.verbose,
+            image_paths=self.image_paths,
+            iou_threshold=self.iou_threshold,
+            score_thresh=self.score_thresh,
         )
 
 
 def evaluate_files(gt_json, dt_json, output_dir: str | None = None, plot: bool = True, verbose: bool = True,
-                   skip_invalid: bool = False) -> dict:
+                   skip_invalid: bool = False, iou_threshold: float = 0.5, score_thresh: float | None = None,
+                   image_root: str | None = None) -> dict:
     """Metrics (the ``DetectionEvaluator.evaluate`` dict) of the COCO results file ``dt_json``
     against the COCO ground truth ``gt_json``, over *all* images of the ground truth (a results
     file cannot say which images were run).
@@ -268,6 +298,10 @@ def evaluate_files(gt_json, dt_json, output_dir: str | None = None, plot: bool =
     invalid detection (its index, image id and field) or detections with unknown image or category
     ids (the message names them). ``skip_invalid`` leaves invalid detections out (counted and
     logged) instead of stopping. ``output_dir=None`` writes nothing.
+
+    ``iou_threshold`` / ``score_thresh``: the confusion matrix's (``explain_detections``).
+    ``image_root``: where the ground truth's relative ``file_name``s are, for drawing the worst
+    images (default: the folder of ``gt_json``; absolute file names are used as they are).
     """
     coco_gt = load_coco_gt(gt_json)
     results = read_json(dt_json, "detections json")
@@ -278,6 +312,9 @@ def evaluate_files(gt_json, dt_json, output_dir: str | None = None, plot: bool =
     cats = sorted(coco_gt.dataset["categories"], key=lambda c: c["id"])
     class_names = [str(c.get("name", c["id"])) for c in cats]
     category_ids = [c["id"] for c in cats]
+    if image_root is None and not isinstance(gt_json, dict):
+        image_root = os.path.dirname(os.path.abspath(gt_json))
     return compute_detection_metrics(
-        coco_gt, results, class_names, category_ids, img_ids=None, output_dir=output_dir, plot=plot, verbose=verbose
+        coco_gt, results, class_names, category_ids, img_ids=None, output_dir=output_dir, plot=plot, verbose=verbose,
+        image_paths=image_paths_from_coco(coco_gt, image_root), iou_threshold=iou_threshold, score_thresh=score_thresh,
     )

@@ -39,6 +39,7 @@ Unlike COCOeval there is no cap on the number of detections per image.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -46,7 +47,8 @@ from torchvision.ops import box_iou
 
 from detection.utils.tensors import to_numpy
 
-__all__ = ["voc_ap", "voc_eval_arrays", "voc_eval_coco"]
+__all__ = ["voc_ap", "voc_match", "voc_eval_arrays", "voc_eval_coco", "coco_to_arrays", "image_groups", "GtArrays",
+           "DetArrays"]
 
 #: Recall thresholds of the 11-point rule: the doubles nearest to 0, 0.1, ..., 1.0.
 RECALL_THRESHOLDS_11 = np.arange(11, dtype=np.float64) / 10.0
@@ -77,6 +79,19 @@ def voc_ap(rec, prec, use_07_metric: bool = False) -> float:
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
+def image_groups(gt_image: np.ndarray, det_image: np.ndarray):
+    """Yield ``(image id, gt indices, detection indices)`` for every image of either side, in
+    increasing id; the indices keep their input order (a stable grouping)."""
+    g_order = np.argsort(gt_image, kind="stable")
+    d_order = np.argsort(det_image, kind="stable")
+    g_sorted, d_sorted = gt_image[g_order], det_image[d_order]
+    images = np.union1d(g_sorted, d_sorted)
+    g_start, g_end = np.searchsorted(g_sorted, images, "left"), np.searchsorted(g_sorted, images, "right")
+    d_start, d_end = np.searchsorted(d_sorted, images, "left"), np.searchsorted(d_sorted, images, "right")
+    for k, image in enumerate(images.tolist()):
+        yield image, g_order[g_start[k]:g_end[k]], d_order[d_start[k]:d_end[k]]
+
+
 def _best_gt_per_detection(gt_boxes, gt_labels, gt_image, det_boxes, det_labels, det_image):
     """For each detection: (max IoU with a gt box of its image and class, index of that box).
 
@@ -87,22 +102,13 @@ def _best_gt_per_detection(gt_boxes, gt_labels, gt_image, det_boxes, det_labels,
     jmax = np.full(nd, -1, dtype=np.int64)
     if nd == 0 or gt_boxes.shape[0] == 0:
         return ovmax, jmax
-    # group both sides by image (stable, so the gt order inside an image is kept: ties in
-    # IoU go to the first box, as in VOCdevkit's ``if ov > ovmax``)
-    g_order = np.argsort(gt_image, kind="stable")
-    d_order = np.argsort(det_image, kind="stable")
-    g_img_sorted = gt_image[g_order]
-    d_img_sorted = det_image[d_order]
-    images = np.intersect1d(np.unique(d_img_sorted), np.unique(g_img_sorted))
-    g_start = np.searchsorted(g_img_sorted, images, side="left")
-    g_end = np.searchsorted(g_img_sorted, images, side="right")
-    d_start = np.searchsorted(d_img_sorted, images, side="left")
-    d_end = np.searchsorted(d_img_sorted, images, side="right")
     gt_t = torch.from_numpy(gt_boxes)
     det_t = torch.from_numpy(det_boxes)
-    for gs, ge, ds, de in zip(g_start, g_end, d_start, d_end):
-        gi = g_order[gs:ge]
-        di = d_order[ds:de]
+    # ties in IoU go to the first box (the gt order inside an image is kept), as in VOCdevkit's
+    # ``if ov > ovmax``
+    for _, gi, di in image_groups(gt_image, det_image):
+        if len(gi) == 0 or len(di) == 0:
+            continue
         iou = box_iou(det_t[di], gt_t[gi]).numpy()
         iou = np.nan_to_num(iou, nan=0.0)  # degenerate (zero-area) pairs
         same_class = det_labels[di][:, None] == gt_labels[gi][None, :]
@@ -113,6 +119,30 @@ def _best_gt_per_detection(gt_boxes, gt_labels, gt_image, det_boxes, det_labels,
         ovmax[di] = best_iou
         jmax[di] = np.where(has, gi[best], -1)
     return ovmax, jmax
+
+
+def voc_match(gt_boxes, gt_labels, gt_image, gt_difficult, det_boxes, det_scores, det_labels, det_image,
+              iou_threshold: float = 0.5):
+    """The VOC decision for every detection (the rules of the module docstring), as numpy arrays.
+
+    Returns ``(ovmax, jmax, tp, ignored)``, each (D,): the largest IoU with a gt box of the
+    detection's image and class (-inf: none), the index of that box (-1: none), whether the
+    detection is a true positive, and whether it is ignored (its box is difficult). The rest
+    are false positives. Arguments as in :func:`voc_eval_arrays` (already numpy).
+    """
+    ovmax, jmax = _best_gt_per_detection(gt_boxes, gt_labels, gt_image, det_boxes, det_labels, det_image)
+    hit = ovmax >= iou_threshold  # implies jmax >= 0
+    ignored = np.zeros(len(ovmax), dtype=bool)
+    ignored[hit] = gt_difficult[jmax[hit]]
+    # A candidate is a TP iff it is the first, in score order, to claim its best gt box; later
+    # claimants of the same box are duplicates (FP). A box has one class, so one global stable
+    # score order gives each class the order of its own stable sort.
+    order = np.argsort(-det_scores, kind="stable")
+    cand = order[(hit & ~ignored)[order]]
+    _, first = np.unique(jmax[cand], return_index=True)
+    tp = np.zeros(len(ovmax), dtype=bool)
+    tp[cand[first]] = True
+    return ovmax, jmax, tp, ignored
 
 
 def voc_eval_arrays(
@@ -139,7 +169,7 @@ def voc_eval_arrays(
         a list of K dicts: ``{"ap": area-rule AP, "ap07": 11-point AP (fractions 0..1, NaN
         when num_gt == 0), "num_gt": non-difficult gt count, "num_det": detections of the
         class, "num_ignored": detections matched to difficult boxes, "num_tp": TPs,
-        "recall": (n,), "precision": (n,), "scores": (n,)}``, the curves over the
+        "recall": (n,), "precision": (n,), "scores": (n,), "tp": (n,) bool}``, the curves over the
         non-ignored detections in score order.
     """
     gt_boxes = to_numpy(gt_boxes, np.float64).reshape(-1, 4)
@@ -160,26 +190,16 @@ def voc_eval_arrays(
         if arr.shape[0] != n:
             raise ValueError(f"{name} has {arr.shape[0]} entries, expected {n}")
 
-    ovmax, jmax = _best_gt_per_detection(gt_boxes, gt_labels, gt_image, det_boxes, det_labels, det_image)
+    ovmax, jmax, tp, ignored = voc_match(gt_boxes, gt_labels, gt_image, gt_difficult, det_boxes, det_scores,
+                                         det_labels, det_image, iou_threshold)
 
     results = []
     for c in range(num_classes):
         npos = int(np.count_nonzero((gt_labels == c) & ~gt_difficult))
         idx = np.nonzero(det_labels == c)[0]
         order = idx[np.argsort(-det_scores[idx], kind="stable")]
-        ov, jm = ovmax[order], jmax[order]
-        hit = ov >= iou_threshold  # implies jm >= 0
-        ignored = np.zeros(len(order), dtype=bool)
-        ignored[hit] = gt_difficult[jm[hit]]
-        candidate = hit & ~ignored
-        # official loop: a candidate is a TP iff it is the first (in score order) to claim its
-        # best gt box; later claimants of the same box are duplicates (FP)
-        tp = np.zeros(len(order), dtype=bool)
-        cand_idx = np.nonzero(candidate)[0]
-        _, first = np.unique(jm[cand_idx], return_index=True)
-        tp[cand_idx[first]] = True
-        keep = ~ignored
-        tp_k = tp[keep].astype(np.float64)
+        keep = ~ignored[order]
+        tp_k = tp[order][keep].astype(np.float64)
         fp_k = 1.0 - tp_k
         tp_c = np.cumsum(tp_k)
         fp_c = np.cumsum(fp_k)
@@ -196,11 +216,12 @@ def voc_eval_arrays(
             "ap07": ap07,
             "num_gt": npos,
             "num_det": int(len(order)),
-            "num_ignored": int(np.count_nonzero(ignored)),
-            "num_tp": int(np.count_nonzero(tp)),
+            "num_ignored": int(np.count_nonzero(ignored[order])),
+            "num_tp": int(np.count_nonzero(tp[order])),
             "recall": rec,
             "precision": prec,
             "scores": det_scores[order][keep],
+            "tp": tp[order][keep],
         })
     return results
 
@@ -221,6 +242,39 @@ def voc_eval_coco(
     ``image_ids``: evaluate only these images (None = all images of ``gt_dataset``).
     Categories not in ``category_ids`` are ignored on both sides.
     """
+    gt, dt = coco_to_arrays(gt_dataset, results, category_ids, image_ids)
+    return voc_eval_arrays(gt.boxes, gt.labels, gt.image, dt.boxes, dt.scores, dt.labels, dt.image,
+                           num_classes=len(category_ids), gt_difficult=gt.difficult, iou_threshold=iou_threshold)
+
+
+class GtArrays(NamedTuple):
+    """Ground truth as flat arrays: boxes (G, 4) xyxy original pixels, labels (G,) contiguous,
+    image (G,) image ids, difficult (G,) bool (COCO ``iscrowd``)."""
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    image: np.ndarray
+    difficult: np.ndarray
+
+
+class DetArrays(NamedTuple):
+    """Detections as flat arrays: boxes (D, 4) xyxy, scores (D,), labels (D,), image (D,)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    image: np.ndarray
+
+
+def coco_to_arrays(
+    gt_dataset: dict,
+    results: Sequence[dict],
+    category_ids: Sequence[int],
+    image_ids: Sequence[int] | None = None,
+) -> tuple[GtArrays, DetArrays]:
+    """A COCO ground-truth dict and results list as flat arrays (arguments as in
+    :func:`voc_eval_coco`; categories not in ``category_ids`` and images not in ``image_ids``
+    are left out)."""
     cat_to_label = {int(c): i for i, c in enumerate(category_ids)}
     img_set = None if image_ids is None else {int(i) for i in image_ids}
 
@@ -243,5 +297,4 @@ def voc_eval_coco(
 
     gb, gl, gi, gd = _collect(gt_dataset.get("annotations", []), with_score=False)
     db, dl, di, ds = _collect(results, with_score=True)
-    return voc_eval_arrays(gb, gl, gi, db, ds, dl, di, num_classes=len(category_ids),
-                           gt_difficult=gd.astype(bool), iou_threshold=iou_threshold)
+    return GtArrays(gb, gl, gi, gd.astype(bool)), DetArrays(db, ds.astype(np.float64), dl, di)

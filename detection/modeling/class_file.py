@@ -1,16 +1,12 @@
 """The localizer's optional class file: image-level class predictions made elsewhere."""
 from __future__ import annotations
 
-import json
+from detection.utils.io import read_json
 
 
 def load_class_file(path: str) -> dict[int, list[int]]:
     """Read ``{image_id: [class indices, best first]}`` (json keys are strings)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"MODEL.PCR.CLASS_FILE {path}: cannot read it as json ({e})") from None
+    data = read_json(path, "MODEL.PCR.CLASS_FILE")
     if not isinstance(data, dict):
         raise ValueError(f"MODEL.PCR.CLASS_FILE {path}: expected a json object {{image_id: [classes]}}")
     out = {}

@@ -4,6 +4,8 @@ For the tiny models of detector.yaml / localizer.yaml, single-threaded: the loss
 initial state on stored batches, the trained weights (a model_final.pth as tools/train_net.py writes it), the test
 outputs on stored inputs (batched and one at a time; localizer: dense, multi-scale dense, 1-crop) and the Predictor's.
 Regenerate ONLY from a commit whose behaviour is the reference: ``PYTHONPATH=. python tests/golden/make_golden.py``.
+Bit-identical means the same torch build: a change of the torch pin in constraints.txt needs the files regenerated
+(from the same reference commit, with the new torch).
 """
 from __future__ import annotations
 

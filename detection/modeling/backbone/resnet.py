@@ -10,7 +10,7 @@ Input: a float tensor (B, 3, H, W), already normalised by the detector.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
