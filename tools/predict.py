@@ -32,7 +32,7 @@ import sys
 import cv2
 
 from detection.config import load_config
-from detection.data.image_io import ImageReadError, read_image
+from detection.data.image_io import IMAGE_EXTS, ImageReadError, read_image
 from detection.engine.launch import default_parser, run_tool
 from detection.engine.predictor import Predictor
 from detection.evaluation.coco_eval import outputs_to_coco_results
@@ -41,7 +41,6 @@ from detection.utils.progress import Progress
 from detection.utils.visualize import draw_detections
 
 logger = logging.getLogger("detection")
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 LIST_EXTS = (".txt", ".lst")
 
