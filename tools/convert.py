@@ -54,10 +54,11 @@ def convert(source: str, to: str, output: str, split: str, copy_images: bool = F
 
 def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("source", help="dataset name: coco:ANN.json:IMAGES, voc:FOLDER:SPLIT, yolo:DATA.yaml:SPLIT, ...")
-    p.add_argument("--to", required=True, choices=("coco", "yolo"))
-    p.add_argument("--output", required=True, help="output folder")
-    p.add_argument("--split", required=True, help="split name written (train, val, ...)")
+    p.add_argument("source", metavar="DATASET",
+                   help="dataset name: coco:ANN.json:IMAGES, voc:FOLDER:SPLIT, yolo:DATA.yaml:SPLIT, ...")
+    p.add_argument("--to", required=True, choices=("coco", "yolo"), help="the format written")
+    p.add_argument("--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--split", required=True, metavar="NAME", help="split name written (train, val, ...)")
     p.add_argument("--copy-images", action="store_true", help="--to yolo: copy the images instead of linking them")
     args = p.parse_args(argv)
     if not logging.getLogger().handlers:

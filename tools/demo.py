@@ -26,6 +26,7 @@ from detection.engine.launch import default_parser, run_tool, setup
 from detection.engine.predictor import Predictor
 from detection.evaluation.thresholds import saved_best_f1_threshold
 from detection.utils.io import write_json
+from detection.utils.progress import Progress
 from detection.utils.visualize import draw_detections
 
 logger = logging.getLogger("detection")
@@ -105,24 +106,27 @@ def main(argv=None) -> list[str]:
         args.score_thresh = best_score_thresh(args.weights or cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR)
     predictor = Predictor(cfg, args.weights)
     written, skipped = [], 0
-    for path in files:
-        try:
-            image = read_image(path, "BGR")
-        except ImageReadError as e:
-            logger.error("skipping %s", e)
-            skipped += 1
-            continue
-        out = predictor(image, "BGR")
-        keep = out["scores"] >= args.score_thresh
-        dets = [{"box": [round(float(v), 2) for v in b], "score": round(float(s), 4), "label": int(l), "class": c}
-                for b, s, l, c, k in zip(out["boxes"], out["scores"], out["labels"], out["classes"], keep) if k]
-        drawn, json_path = targets[path]
-        os.makedirs(os.path.dirname(drawn) or ".", exist_ok=True)
-        if not cv2.imwrite(drawn, draw_detections(image, dets)):
-            raise OSError(f"cannot write {drawn}")
-        write_json(json_path, dets, indent=1)
-        logger.info("%s: %d detections >= %.2f", path, len(dets), args.score_thresh)
-        written.append(json_path)
+    with Progress(len(files), "demo", unit="img") as progress:
+        for path in files:
+            progress.update()
+            try:
+                image = read_image(path, "BGR")
+            except ImageReadError as e:
+                logger.error("skipping %s", e)
+                skipped += 1
+                continue
+            out = predictor(image, "BGR")
+            keep = out["scores"] >= args.score_thresh
+            dets = [{"box": [round(float(v), 2) for v in b], "score": round(float(s), 4), "label": int(l),
+                     "class": c}
+                    for b, s, l, c, k in zip(out["boxes"], out["scores"], out["labels"], out["classes"], keep) if k]
+            drawn, json_path = targets[path]
+            os.makedirs(os.path.dirname(drawn) or ".", exist_ok=True)
+            if not cv2.imwrite(drawn, draw_detections(image, dets)):
+                raise OSError(f"cannot write {drawn}")
+            write_json(json_path, dets, indent=1)
+            logger.debug("%s: %d detections >= %.2f", path, len(dets), args.score_thresh)
+            written.append(json_path)
     logger.info("demo: %d image(s) processed, %d skipped (unreadable); outputs in %s", len(written), skipped,
                 args.output)
     if not written:

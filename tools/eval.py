@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-invalid", action="store_true",
                         help="results-file mode: leave out (and count) detections with missing fields or "
                              "non-finite values instead of stopping")
-    parser.add_argument("--iou", type=float, default=0.5, help="IoU threshold of the confusion matrix")
-    parser.add_argument("--score-thresh", type=float, default=None,
+    parser.add_argument("--iou", type=float, default=0.5, metavar="T", help="IoU threshold of the confusion matrix")
+    parser.add_argument("--score-thresh", type=float, default=None, metavar="T",
                         help="score threshold of the confusion matrix and the drawings (default: per-class best F1)")
     parser.add_argument("--image-root", default=None, metavar="DIR",
                         help="results-file mode: folder of the ground truth's relative file_names, for drawing "
