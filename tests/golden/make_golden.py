@@ -21,8 +21,8 @@ from detection.data.synthetic import SHAPES, SyntheticSpec, render_image
 from detection.data.transforms import center_crop_origin, resize_image, resize_shortest_edge_size
 from detection.engine.checkpointer import Checkpointer
 from detection.modeling import build_model
-from procedure import (INIT_SEED, ITERATIONS, MODELS, build, config, eval_outputs, path,  # tests/golden/procedure.py
-                       predictor_outputs, train)
+from procedure import (GOLDEN, INIT_SEED, ITERATIONS, MODELS, build, config,  # tests/golden/procedure.py
+                       eval_outputs, numerics_fingerprint, path, predictor_outputs, train)
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -127,6 +127,8 @@ def make(name: str) -> None:
 
 def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
+    with open(os.path.join(GOLDEN, "numerics.txt"), "w", encoding="utf-8") as f:
+        f.write(numerics_fingerprint() + "\n")
     for name in argv or MODELS:
         make(name)
         print(name, {f: os.path.getsize(path(name, f)) for f in ("init.pth", "model_final.pth", "golden.pt")})

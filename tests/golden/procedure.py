@@ -2,9 +2,12 @@
 both: build a golden model, train it, run it at test time, run the Predictor. Public API only."""
 from __future__ import annotations
 
+import hashlib
 import os
 
 import torch
+import torch.nn.functional as F
+from torchvision.ops import nms, roi_align
 
 from detection.checkpoint import load_weights
 from detection.config import load_config
@@ -17,6 +20,35 @@ MODELS = ("detector", "localizer")
 INIT_SEED, TRAIN_SEED = 0, 1
 ITERATIONS = 3  # on batches 0, 1, 0
 LR, WEIGHT_DECAY = 0.02, 1e-4
+
+
+def numerics_fingerprint() -> str:
+    """A hash of the bits that fixed, seeded torch ops (the kinds the golden models run: 7x7/3x3/1x1
+    convolutions in NHWC, group norm, linear, RoIAlign, NMS, and a backward pass) give on this
+    machine, single-threaded, with the torch version. None of this project's code is involved, so a
+    code change never changes it; another CPU whose kernels round differently (AVX2 vs AVX-512,
+    another oneDNN path) or another torch build does. Bit-identity is only meaningful between runs
+    with the same fingerprint."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(2, 3, 64, 80, generator=g).contiguous(memory_format=torch.channels_last).requires_grad_()
+        w1, w2, w3 = (torch.randn(s, generator=g) * 0.1 for s in ((4, 3, 7, 7), (8, 4, 3, 3), (16, 8, 1, 1)))
+        y = F.relu(F.group_norm(F.conv2d(x, w1, stride=2, padding=3), 2))
+        y = F.conv2d(F.relu(F.conv2d(y, w2, padding=1)), w3)
+        boxes = torch.tensor([[0, 2.0, 3.0, 30.0, 40.0], [1, 10.0, 5.0, 70.0, 60.0]])
+        pooled = roi_align(y, boxes, (6, 6), 1 / 2, 0, aligned=True)
+        out = F.linear(pooled.flatten(1), torch.randn(5, pooled[0].numel(), generator=g) * 0.01)
+        out.square().sum().backward()
+        keep = nms(torch.rand(50, 2, generator=g).repeat(1, 2) * 60 + torch.tensor([0, 0, 8, 8]),
+                   torch.rand(50, generator=g), 0.5)
+        digest = hashlib.sha256(torch.__version__.encode())
+        for t in (y, pooled, out, x.grad, keep):
+            digest.update(t.detach().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def path(name: str, what: str) -> str:
