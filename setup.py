@@ -24,5 +24,7 @@ setup(
         "tensorboard": ["tensorboard"],
         # tools/export.py --format onnx and its parity check in onnxruntime (TorchScript needs nothing more)
         "export": ["onnx", "onnxruntime"],
+        # tools/quantize.py and TEST.INT8: PyTorch 2 export quantization for x86 CPUs
+        "int8": ["torchao"],
     },
 )
