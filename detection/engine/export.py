@@ -19,6 +19,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from detection.data.synthetic import SyntheticSpec, render_image
+from detection.fastpath import fold_batchnorm
 from detection.modeling.export import ExportableDetector
 
 logger = logging.getLogger(__name__)
@@ -43,8 +44,11 @@ def _inputs(sample: dict, normalize: tuple | None = None) -> tuple[torch.Tensor,
 
 
 def exportable(model: torch.nn.Module, normalized_input: bool = False) -> ExportableDetector:
-    """A CPU, eval-mode, contiguous-format copy of ``model`` wrapped for tracing."""
+    """A CPU, eval-mode, contiguous-format copy of ``model`` with its BatchNorm folded into the
+    convolutions (``fold_batchnorm``: fewer ops in the graph, same outputs up to rounding), wrapped
+    for tracing."""
     model = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
+    fold_batchnorm(model)
     return ExportableDetector(model, normalized_input).eval()
 
 
