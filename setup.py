@@ -24,5 +24,7 @@ setup(
         "tensorboard": ["tensorboard"],
         # tools/export.py --format onnx and its parity check in onnxruntime (TorchScript needs nothing more)
         "export": ["onnx", "onnxruntime"],
+        # tools/benchmark.py's OpenVINO rows: the ONNX export compiled by OpenVINO for the CPU
+        "openvino": ["onnx", "openvino"],
     },
 )

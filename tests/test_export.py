@@ -1,5 +1,5 @@
 """Export: the traced detector gives eager PyTorch's detections on images of other sizes than the
-one it was traced on (TorchScript in PyTorch, ONNX in onnxruntime), through tools/export.py."""
+one it was traced on (TorchScript in PyTorch, ONNX in onnxruntime and OpenVINO), through tools/export.py."""
 from __future__ import annotations
 
 import json
@@ -57,6 +57,23 @@ def test_onnx_export_runs_in_onnxruntime_and_matches_eager(detector, tmp_path, s
     report = parity(model, mapper, load_exported(files["onnx"]), [_rgb(200, 150, 1), _rgb(100, 300, 3)])
     assert report["ok"], report
     assert report["ref"] > 50
+
+
+def test_onnx_export_runs_in_openvino_and_matches_eager(detector, tmp_path, single_thread):
+    """The same ONNX file compiled by OpenVINO for its CPU device, in f32: eager's detections on
+    images of other sizes than the traced one (dynamic shapes)."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("openvino")
+    model, mapper = detector
+    files = export_model(model, mapper.map_image(_rgb(90, 120, 0)), str(tmp_path), ["onnx"])
+    run = load_exported(files["onnx"], threads=1, runtime="openvino", precision="f32")
+    report = parity(model, mapper, run, [_rgb(200, 150, 1), _rgb(100, 300, 3)])
+    assert report["ok"], report
+    assert report["ref"] > 50
+    with pytest.raises(ValueError, match="runtime 'openvino' cannot run"):
+        load_exported(str(tmp_path / "model.ts"), runtime="openvino")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        load_exported(files["onnx"], runtime="openvino", precision="int4")
 
 
 def test_normalized_input_variant_gives_the_uint8_variant_results(detector):
