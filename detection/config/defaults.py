@@ -17,6 +17,7 @@ SCHEMA = {
         "ALLOW_PARTIAL_WEIGHTS": (False, "evaluate / run the demo even when MODEL.WEIGHTS leaves ResNet tensors at their initial values (training only warns)"),
         "PIXEL_MEAN": ([103.53, 116.28, 123.675], "per-channel mean subtracted from the input, in INPUT.FORMAT channel order, 0..255 scale", length(3)),
         "PIXEL_STD": ([1.0, 1.0, 1.0], "per-channel std the input is divided by, same order and scale", (length(3), POSITIVE)),
+        "COMPILE": (False, "torch.compile (Inductor) the trunk, RPN head, res5 and predictor, for training and inference; costs tens of seconds per process up front (README, Speed)"),
         "CHANNELS_LAST": (True, "run convolutions in NHWC memory format (faster with oneDNN on CPU and with AMP on GPU)"),
         "SIZE_DIVISIBILITY": (16, "pad the batch so H and W are multiples of this (0 = pad only to the largest image)", NON_NEGATIVE),
         "RESNETS": {
@@ -152,6 +153,9 @@ SCHEMA = {
         "BEST_METRIC": ("", "metric of the first DATASETS.TEST whose best value keeps OUTPUT_DIR/model_best.pth (AP50, AP, best_f1, loc_err_gt, ...); empty = AP50 for detection, loc_err_gt for localization"),
         "BEST_METRIC_MODE": ("auto", "max, min, or auto: min for error/loss metrics (name contains err or loss), else max", one_of("auto", "max", "min")),
         "PATIENCE": (0, "stop training after this many evaluations without a new best (0 = off)", NON_NEGATIVE),
+        "FOLD_BN": (True, "fold frozen (and eval-mode) BatchNorm into the convolutions for inference: the same outputs up to float rounding, faster"),
+        "PRECISION": ("fp32", "inference precision of the trunk, RPN head, res5 and predictor: fp32, or bf16/fp16 autocast (outputs back in fp32; check the accuracy)", one_of("fp32", "bf16", "fp16")),
+        "INT8": ("", "a directory written by tools/quantize.py for MODEL.WEIGHTS: run the trunk and res5 in int8 on the CPU (empty = off)"),
         "AUG": {
             "ENABLED": (False, "detector test-time augmentation: run every size of MIN_SIZES (and flipped), merge per class"),
             "MIN_SIZES": ([400, 500, 600, 700, 800, 900, 1000, 1100, 1200], "shorter sides of the test-time augmentation", (NON_EMPTY, POSITIVE)),

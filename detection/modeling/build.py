@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from detection.config import get_default_config
+from detection.fastpath import prepare_for_inference
 
 from .anchor_head import AnchorHead
 from .anchors import AnchorGenerator
@@ -147,13 +148,19 @@ def build_model(cfg) -> nn.Module:
 
 
 def build_test_model(cfg, model: nn.Module) -> nn.Module:
-    """``model`` as inference runs it (the evaluator, the Predictor, the tools): wrapped in a
-    ``MultiViewDetector`` when TEST.AUG or TEST.TILE ask for several views of each image (the test
-    mapper then makes them), else the model itself. Load weights into ``model``, not the wrapper."""
-    aug, tile = cfg.TEST.AUG, cfg.TEST.TILE
+    """``model`` as inference runs it (the evaluator, the Predictor, the tools): with the fast paths
+    of TEST.FOLD_BN, TEST.INT8, TEST.PRECISION and MODEL.COMPILE (``prepare_for_inference``: a copy
+    when one applies, so a model in training is left as it is), wrapped in a ``MultiViewDetector``
+    when TEST.AUG or TEST.TILE ask for several views of each image (the test mapper then makes them).
+    Load weights into ``model`` before calling this."""
+    model = getattr(model, "module", model)  # (a DistributedDataParallel's module)
+    t = cfg.TEST
+    model = prepare_for_inference(model, fold_bn=t.FOLD_BN, compile=cfg.MODEL.COMPILE, precision=t.PRECISION,
+                                  int8=t.INT8)
+    aug, tile = t.AUG, t.TILE
     if not aug.ENABLED and tile.SIZE <= 0:
         return model
-    if getattr(model, "module", model).task != "detection":  # (a DistributedDataParallel's module)
+    if model.task != "detection":
         raise ValueError("TEST.AUG and TEST.TILE are for the detector; the localizer tests several sizes with "
                          "INPUT.LOC_TEST_MODE dense and INPUT.LOC_TEST_SIZES")
     h = cfg.MODEL.ROI_HEADS

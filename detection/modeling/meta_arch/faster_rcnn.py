@@ -20,6 +20,9 @@ class FasterRCNN(ImageModel):
     """
 
     task = "detection"
+    # tensor -> tensor submodules that fast paths may compile or replace (detection.fastpath)
+    dense_parts = ("backbone", "rpn.head", "roi_heads.res5", "roi_heads.box_predictor")
+    int8_parts = ("backbone", "roi_heads.res5")
 
     def __init__(self, backbone: nn.Module, rpn: RPN, roi_heads: Res5ROIHeads, pixel_mean, pixel_std,
                  size_divisibility: int = 16, feature_name: str = "res4", channels_last: bool = False):

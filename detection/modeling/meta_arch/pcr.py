@@ -57,6 +57,9 @@ class PCRLocalizer(ImageModel):
     """
 
     task = "localization"
+    # tensor -> tensor submodules that fast paths may compile or replace (detection.fastpath)
+    dense_parts = ("backbone", "head", "classifier.res5")
+    int8_parts = ("backbone", "classifier.res5")
 
     def __init__(self, backbone: nn.Module, head: AnchorHead, classifier: ImageClassifier,
                  anchor_generator: AnchorGenerator, box_coder: BoxCoder, matcher: Matcher, pixel_mean, pixel_std, *,
