@@ -3,7 +3,6 @@ one it was traced on (TorchScript in PyTorch, ONNX in onnxruntime and OpenVINO),
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -112,15 +111,3 @@ def test_export_tool_writes_the_model_its_description_and_a_passing_parity_repor
                                 torch.tensor(image.shape[:2]))
     assert len(boxes) == len(scores) == len(labels) > 0
     assert (boxes[:, 2] <= image.shape[1]).all() and (boxes[:, 3] <= image.shape[0]).all()
-
-
-def test_benchmark_export_mode_times_eager_torchscript_and_onnx_on_the_same_detections(single_thread):
-    pytest.importorskip("onnxruntime")
-    from tiny import TINY_MODEL
-
-    quickstart = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "quickstart.yaml")
-    results = load_tool("benchmark").benchmark_export(quickstart, TINY_MODEL, (64, 96), iters=1, warmup=0)
-    assert sorted(results) == ["eager", "onnx", "torchscript"]
-    for name, r in results.items():
-        assert r["median_s"] > 0 and r["matched"] == r["ref"] == r["got"], name
-        assert r["max_box_diff"] <= 1e-3, name

@@ -49,7 +49,7 @@ INFERENCE_ROWS = {
     "openvino-bf16": ("OpenVINO bf16 (folded)", None),
     "torchvision": ("torchvision assembly", None),
 }
-TRAIN_ROWS = {"train": "ours", "train-compiled": "ours, MODEL.COMPILE", "train-torchvision": "torchvision assembly"}
+TRAIN_ROWS = {"train": "ours", "train-compiled": "ours, compiled", "train-torchvision": "torchvision assembly"}
 GPU_ROWS = ("eager", "torchvision", "train", "train-compiled", "train-torchvision")
 
 
@@ -174,16 +174,15 @@ def measure_inference(row: str, job: dict) -> dict:
 
 def measure_train(row: str, job: dict) -> dict:
     cfg = setting_config(job)
-    if row == "train-compiled":
-        if "COMPILE" not in cfg.MODEL:
-            raise KeyError("MODEL.COMPILE is not a config key in this version")
-        cfg.MODEL.COMPILE = True
     device = cfg.MODEL.DEVICE
     batch = synthetic_batch(1, *job["size"], cfg.MODEL.ROI_HEADS.NUM_CLASSES)
     model = reference_model(cfg, job, batch)
     if row == "train-torchvision":
         model = TorchvisionC4(cfg).copy_weights(model)
     model = model.to(device).train()
+    if row == "train-compiled":  # what MODEL.COMPILE asks for in training: the dense parts, weights not frozen
+        from detection.fastpath import compile_parts
+        compile_parts(model, inference=False)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(job["amp"])
     scaler = torch.amp.GradScaler("cuda", enabled=job["amp"] == "fp16" and device.startswith("cuda"))
@@ -198,8 +197,13 @@ def measure_train(row: str, job: dict) -> dict:
         scaler.step(opt)
         scaler.update()
 
-    times, cpu_times = time_calls(step, job["iters"], job["warmup"], device)
-    return {"median_s": statistics.median(times), "times": times, "median_cpu_s": statistics.median(cpu_times),
+    start = time.perf_counter()
+    step()  # the first warm-up iteration (compiles for train-compiled)
+    first = time.perf_counter() - start
+    times, cpu_times = time_calls(step, job["iters"], job["warmup"] - 1, device)
+    median = statistics.median(times)
+    return {"median_s": median, "times": times, "median_cpu_s": statistics.median(cpu_times),
+            "one_time_s": max(0.0, first - median) if row == "train-compiled" else None,
             "peak_mib": torch.cuda.max_memory_allocated() / 2 ** 20 if device.startswith("cuda") else B.peak_rss_mib(),
             "peak_of": "iterations" if peak_reset else "whole process"}
 

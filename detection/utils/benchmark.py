@@ -271,7 +271,7 @@ def format_table(headers: list[str], rows: list[list], markdown: bool = False) -
 
 INFERENCE_HEADERS = ["setting", "row", "s/image", "images/s", "vs torchvision", "vs eager", "GFLOP/s", "% peak",
                      "% conv ceiling", "peak RSS MiB", "one-time s", "detections vs eager", "max box diff px"]
-TRAIN_HEADERS = ["setting", "row", "s/iteration", "vs torchvision", "peak RSS MiB"]
+TRAIN_HEADERS = ["setting", "row", "s/iteration", "vs torchvision", "peak RSS MiB", "one-time s"]
 
 
 def _f(value, fmt: str, suffix: str = ""):
@@ -294,6 +294,6 @@ def inference_cells(r: dict) -> list:
 
 def train_cells(r: dict) -> list:
     if r.get("error"):
-        return [r["setting"], r["row"], "failed: " + r["error"][:80], None, None]
+        return [r["setting"], r["row"], "failed: " + r["error"][:80]] + [None] * (len(TRAIN_HEADERS) - 3)
     return [r["setting"], r["row"], _f(r["s_per_image"], ".3f"), _f(r.get("vs_torchvision"), ".2f", "x"),
-            _f(r.get("peak_mib"), ".0f")]
+            _f(r.get("peak_mib"), ".0f"), _f(r.get("one_time_s"), ".1f")]
