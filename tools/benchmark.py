@@ -345,12 +345,16 @@ def report(results: list, gflop: dict, peak, ceiling, args, markdown: bool) -> s
         if ceiling:
             notes.append(f"conv ceiling = {ceiling:.0f} GFLOP/s measured: fp32 3x3 conv {B.CEILING_SHAPE} -> "
                          f"{B.CEILING_SHAPE[1]} channels, channels-last, oneDNN (best of two, before and after)")
+        notes += [f"failed: {r['setting']} {r['row']}: {r['error']}" for r in inference if r.get("error")]
         notes.append("peak RSS: of the timed calls, in a fresh process per row; one-time: preparation (fold, "
                      "compile, calibrate, export) + the first call's excess over the median")
         parts.append("\n".join(("- " if markdown else "  ") + n for n in notes))
     if train:
         parts.append(f"Training, one image per iteration ({where}; median of {args.iters} after {args.warmup} warm-up)")
         parts.append(B.format_table(B.TRAIN_HEADERS, [B.train_cells(r) for r in train], markdown))
+        failed = [f"failed: {r['setting']} {r['row']}: {r['error']}" for r in train if r.get("error")]
+        if failed:
+            parts.append("\n".join(("- " if markdown else "  ") + n for n in failed))
     return "\n\n".join(parts)
 
 

@@ -213,7 +213,7 @@ def detector_gflop(cfg, size, num_rois: int) -> dict:
 
 def describe_gflop(f: dict) -> str:
     return (f"FLOPs = 2 x MACs at {f['input'][0]}x{f['input'][1]} (padded): {f['image_gflop']:.4g} GFLOP trunk + RPN "
-            f"+ {f['num_rois']} RoIs x {f['roi_gflop']:.3g} GFLOP res5 + predictor = {f['gflop']:.4g} GFLOP per image")
+            f"+ {f['num_rois']} RoIs x {f['roi_gflop']:.4g} GFLOP res5 + predictor = {f['gflop']:.4g} GFLOP per image")
 
 
 def call_in_file(path: str, name: str, *args):
@@ -281,9 +281,9 @@ def _f(value, fmt: str, suffix: str = ""):
 def inference_cells(r: dict) -> list:
     """A row of the inference table from a result dict (keys: setting, row, s_per_image, vs_torchvision,
     vs_eager, gflops, peak_share, ceiling_share, peak_mib, one_time_s, matched, eager_count, max_box_diff;
-    or error). Ratios are speed-ups: the other's s/image over this row's."""
+    or error: "failed", the message goes under the table). Ratios are speed-ups: the other's s/image over this row's."""
     if r.get("error"):
-        return [r["setting"], r["row"], "failed: " + r["error"][:80]] + [None] * (len(INFERENCE_HEADERS) - 3)
+        return [r["setting"], r["row"], "failed"] + [None] * (len(INFERENCE_HEADERS) - 3)
     s = r["s_per_image"]
     dets = None if r.get("matched") is None else f"{r['matched']}/{r['eager_count']}"
     return [r["setting"], r["row"], _f(s, ".3f"), _f(1 / s, ".2f"), _f(r.get("vs_torchvision"), ".2f", "x"),
@@ -294,6 +294,6 @@ def inference_cells(r: dict) -> list:
 
 def train_cells(r: dict) -> list:
     if r.get("error"):
-        return [r["setting"], r["row"], "failed: " + r["error"][:80]] + [None] * (len(TRAIN_HEADERS) - 3)
+        return [r["setting"], r["row"], "failed"] + [None] * (len(TRAIN_HEADERS) - 3)
     return [r["setting"], r["row"], _f(r["s_per_image"], ".3f"), _f(r.get("vs_torchvision"), ".2f", "x"),
             _f(r.get("peak_mib"), ".0f"), _f(r.get("one_time_s"), ".1f")]
