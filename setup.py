@@ -26,5 +26,7 @@ setup(
         "export": ["onnx", "onnxruntime"],
         # tools/benchmark.py's OpenVINO rows: the ONNX export compiled by OpenVINO for the CPU
         "openvino": ["onnx", "openvino"],
+        # tools/quantize.py and TEST.INT8: PyTorch 2 export quantization for x86 CPUs
+        "int8": ["torchao"],
     },
 )

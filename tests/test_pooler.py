@@ -51,3 +51,33 @@ def test_roi_align_v2_samples_a_ramp_at_half_pixel_shifted_bin_centres():
 def test_unknown_pooler_type_raises():
     with pytest.raises(ValueError, match="POOLER_TYPE"):
         ROIPooler(7, 1 / 16, "ROIWarp")
+
+
+@pytest.mark.parametrize("pooler_type", ["ROIPool", "ROIAlignV2"])
+def test_inference_pools_roi_chunks_in_parallel_threads_with_the_same_values(pooler_type, monkeypatch):
+    import detection.modeling.pooler as pooler_module
+
+    g = torch.Generator().manual_seed(1)
+    features = torch.randn(2, 8, 20, 24, generator=g).contiguous(memory_format=torch.channels_last)
+    xy = torch.rand(150, 2, generator=g) * 200
+    rois = torch.cat([torch.randint(0, 2, (150, 1), generator=g).float(), xy, xy + 20 + torch.rand(150, 2) * 150], 1)
+    pooler = ROIPooler(7, 1 / 16, pooler_type)
+    calls = []
+    single = pooler._pool
+    monkeypatch.setattr(pooler, "_pool", lambda f, r: calls.append(len(r)) or single(f, r))
+    old = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        with torch.no_grad():
+            out = pooler.pool_rois(features, rois)
+        assert calls == [50, 50, 50]  # one chunk per thread
+        torch.testing.assert_close(out, single(features, rois), rtol=0, atol=0)
+        calls.clear()
+        with torch.no_grad():
+            pooler.pool_rois(features, rois[: 2 * pooler_module.MIN_ROIS_PER_THREAD - 1])  # a few RoIs: one call
+        assert calls == [2 * pooler_module.MIN_ROIS_PER_THREAD - 1]
+        calls.clear()
+        pooler.pool_rois(features.requires_grad_(), rois)  # training: one call, one backward order
+        assert calls == [150]
+    finally:
+        torch.set_num_threads(old)

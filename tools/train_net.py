@@ -21,6 +21,7 @@ from detection.engine.classes import classes_comment, resolve_classes
 from detection.engine.inference import evaluate
 from detection.engine.launch import default_parser, relaunch_with_torchrun, run_tool, setup
 from detection.engine.trainer import Trainer
+from detection.fastpath import compile_parts
 from detection.modeling import build_model
 from detection.utils import comm
 from detection.utils.io import write_text
@@ -73,6 +74,8 @@ def main(argv=None) -> dict:
         results = evaluate(cfg, model)
         logger.info("results: %s", json.dumps(_headline(results)))
         return results
+    if cfg.MODEL.COMPILE:  # evaluations compile their own frozen copy (build_test_model)
+        compile_parts(model, inference=False)
     info = get_dataset_info(cfg, cfg.DATASETS.TRAIN[0])
     trainer = Trainer(cfg, model, lambda start: build_train_loader(cfg, start_iter=start),
                       evaluate_fn=lambda m: evaluate(cfg, m),

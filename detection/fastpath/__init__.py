@@ -35,6 +35,8 @@ def prepare_for_inference(model: nn.Module, *, fold_bn: bool = True, compile: bo
         return model
     names = part_names(model)
     fast = copy.deepcopy(model).eval()
+    for m in fast.modules():  # a training model's nn.Module.compile would still call the original's weights
+        m._compiled_call_impl = None
     quantized = ()
     if int8:
         load_int8(fast, int8)

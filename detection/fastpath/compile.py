@@ -12,18 +12,21 @@ import logging
 
 import torch.nn as nn
 
-from .parts import get_part, part_names
+from .parts import Compiled, get_part, part_names, set_part
 
 logger = logging.getLogger(__name__)
 
 
 def compile_parts(model: nn.Module, inference: bool, names=None) -> nn.Module:
-    """Compile each dense part of ``model`` (or those in ``names``) in place; state-dict keys are
-    unchanged (``nn.Module.compile``). ``inference``: freeze the weights (eval mode, no_grad only)."""
-    options = {"freezing": True} if inference else {}
-    for name in names if names is not None else part_names(model):
-        get_part(model, name).compile(dynamic=True, options=options)
-    logger.info("compiled %s with torch.compile (Inductor%s); the first call of each compiles",
-                ", ".join(names if names is not None else part_names(model)), ", frozen weights" if inference else "")
+    """Compile each dense part of ``model`` (or those in ``names``) in place. ``inference``: each part
+    becomes a ``Compiled`` (frozen weights; eval mode and no_grad only); else the parts' own forward is
+    compiled (``nn.Module.compile``), so training and its checkpoints' keys are unchanged."""
+    names = part_names(model) if names is None else tuple(names)
+    for name in names:
+        if inference:
+            set_part(model, name, Compiled(get_part(model, name)))
+        else:
+            get_part(model, name).compile(dynamic=True)
+    logger.info("torch.compile (Inductor%s): %s; the first call of each compiles",
+                ", frozen weights" if inference else "", ", ".join(names))
     return model
-

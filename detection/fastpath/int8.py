@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import logging
 import os
+import warnings
 
 import torch
 import torch.nn as nn
@@ -29,7 +30,7 @@ import torch.nn as nn
 from detection.utils.io import read_json, write_json
 
 from .fold import fold_batchnorm
-from .parts import capture_inputs, get_part, part_names, set_part
+from .parts import Compiled, capture_inputs, get_part, part_names, set_part
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +47,11 @@ def _torchao():
 
 
 def _dynamic(args: tuple) -> tuple:
-    """Every dimension of every input may change (batch, RoIs, height, width) except channels."""
+    """Every dimension of every input may change except channels: images or RoIs (from 1 up),
+    height and width."""
     auto = torch.export.Dim.AUTO
-    return tuple({d: auto for d in range(a.dim()) if d != 1} for a in args)
+    return tuple({0: torch.export.Dim(f"n{i}", min=1), **{d: auto for d in range(2, a.dim())}}
+                 for i, a in enumerate(args))
 
 
 def _widened(args: tuple) -> tuple:
@@ -86,9 +89,12 @@ def quantize_int8(model: nn.Module, batches, output_dir: str, progress=None) -> 
     quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
     prepared = {}
     for name in names:
+        # strict: torch.export records the source of each op, which the quantizer's patterns match on
         graph = torch.export.export(get_part(work, name), examples[name], dynamic_shapes=_dynamic(examples[name]),
                                     strict=True).module()
-        prepared[name] = prepare_pt2e(graph, quantizer)
+        with warnings.catch_warnings():  # the stem's max-pool takes fp32 input by design: not worth saying
+            warnings.filterwarnings("ignore", message="The input of maxpool2d is not quantized")
+            prepared[name] = prepare_pt2e(graph, quantizer)
         set_part(work, name, prepared[name])
     images = 0
     with torch.no_grad():
@@ -131,7 +137,6 @@ def load_int8(model: nn.Module, path: str, check_weights: bool = True) -> nn.Mod
                          f"run tools/quantize.py again for these weights")
     for name in names:
         program = torch.export.load(os.path.join(path, meta["parts"][name])).module()
-        program.compile(dynamic=True, options={"freezing": True})
-        set_part(model, name, program)
+        set_part(model, name, Compiled(program))
     logger.info("INT8: %s from %s (calibrated on %d images)", ", ".join(names), path, meta["calibration_images"])
     return model

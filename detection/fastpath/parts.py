@@ -8,6 +8,7 @@ ones worth quantizing: the trunk and res5), as dotted submodule paths.
 from __future__ import annotations
 
 import torch
+import torch._inductor.config as inductor_config
 import torch.nn as nn
 from torch.utils._pytree import tree_map
 
@@ -43,6 +44,27 @@ class Autocast(nn.Module):
         with torch.autocast(self.device_type, dtype=self.dtype):
             out = self.module(*args)
         return tree_map(lambda t: t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t, out)
+
+
+class Compiled(nn.Module):
+    """``module`` compiled by Inductor for inference, its weights frozen into the graph (constants
+    folded, oneDNN's pre-packed convolution weights). Dynamic shapes: one compilation serves images
+    of any size and any number of RoIs. Inference only: ``train()``/``eval()`` leave it as it is (an
+    exported program, e.g. an int8 part, refuses them)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+        object.__setattr__(self, "_compiled", torch.compile(module, dynamic=True))  # not a second submodule
+
+    def train(self, mode: bool = True) -> Compiled:
+        self.training = mode
+        return self
+
+    def forward(self, *args):
+        # freezing is read when a graph is (re)compiled, inside this call: set here, not process-wide
+        with inductor_config.patch(freezing=True), torch.no_grad():
+            return self._compiled(*args)
 
 
 def capture_inputs(model: nn.Module, names, batch: list[dict]) -> dict[str, tuple]:

@@ -1,6 +1,9 @@
 """RoI pooling on the stride-16 trunk features, before conv5_1 (torchvision.ops)."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+
 import torch
 import torch.nn as nn
 from torchvision.ops import roi_align, roi_pool
@@ -8,6 +11,12 @@ from torchvision.ops import roi_align, roi_pool
 from .box_ops import boxes_to_rois
 
 POOLER_TYPES = ("ROIPool", "ROIAlign", "ROIAlignV2")
+MIN_ROIS_PER_THREAD = 32
+
+
+@lru_cache(maxsize=None)
+def _threads(n: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=n, thread_name_prefix="roi_pool")
 
 
 class ROIPooler(nn.Module):
@@ -32,7 +41,20 @@ class ROIPooler(nn.Module):
         return self.pool_rois(features, boxes_to_rois([b.to(features.dtype) for b in boxes]))
 
     def pool_rois(self, features: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) features + (R, 5) rows of (image index, x1, y1, x2, y2) -> (R, C, S, S)."""
+        """(B, C, H, W) features + (R, 5) rows of (image index, x1, y1, x2, y2) -> (R, C, S, S).
+
+        torchvision's CPU kernels run on one core: at inference on a CPU the RoIs are split into one
+        chunk per intra-op thread, pooled in parallel (the op releases the GIL) and concatenated, the
+        same values as one call. With gradients one call, so that the backward sums in one order."""
+        n = torch.get_num_threads()
+        parallel = (features.device.type == "cpu" and n > 1 and rois.shape[0] >= 2 * MIN_ROIS_PER_THREAD
+                    and not (torch.is_grad_enabled() and features.requires_grad))
+        if not parallel:
+            return self._pool(features, rois)
+        chunks = rois.tensor_split(min(n, rois.shape[0] // MIN_ROIS_PER_THREAD))
+        return torch.cat(list(_threads(n).map(lambda r: self._pool(features, r), chunks)))
+
+    def _pool(self, features: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
         if self.pooler_type == "ROIPool":
             return roi_pool(features, rois, self.output_size, self.spatial_scale)
         return roi_align(features, rois, self.output_size, self.spatial_scale, self.sampling_ratio,
