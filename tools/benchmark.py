@@ -180,7 +180,7 @@ def measure_train(row: str, job: dict) -> dict:
     if row == "train-torchvision":
         model = TorchvisionC4(cfg).copy_weights(model)
     model = model.to(device).train()
-    if row == "train-compiled":  # what MODEL.COMPILE asks for in training: the dense parts, weights not frozen
+    if row == "train-compiled":  # what MODEL.COMPILE does in tools/train_net.py: the dense parts, weights not frozen
         from detection.fastpath import compile_parts
         compile_parts(model, inference=False)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
