@@ -24,6 +24,8 @@ setup(
         "tensorboard": ["tensorboard"],
         # tools/export.py --format onnx and its parity check in onnxruntime (TorchScript needs nothing more)
         "export": ["onnx", "onnxruntime"],
+        # tools/benchmark.py's OpenVINO rows: the ONNX export compiled by OpenVINO for the CPU
+        "openvino": ["onnx", "openvino"],
         # tools/quantize.py and TEST.INT8: PyTorch 2 export quantization for x86 CPUs
         "int8": ["torchao"],
     },

@@ -1,9 +1,8 @@
 """Export: the traced detector gives eager PyTorch's detections on images of other sizes than the
-one it was traced on (TorchScript in PyTorch, ONNX in onnxruntime), through tools/export.py."""
+one it was traced on (TorchScript in PyTorch, ONNX in onnxruntime and OpenVINO), through tools/export.py."""
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -59,6 +58,23 @@ def test_onnx_export_runs_in_onnxruntime_and_matches_eager(detector, tmp_path, s
     assert report["ref"] > 50
 
 
+def test_onnx_export_runs_in_openvino_and_matches_eager(detector, tmp_path, single_thread):
+    """The same ONNX file compiled by OpenVINO for its CPU device, in f32: eager's detections on
+    images of other sizes than the traced one (dynamic shapes)."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("openvino")
+    model, mapper = detector
+    files = export_model(model, mapper.map_image(_rgb(90, 120, 0)), str(tmp_path), ["onnx"])
+    run = load_exported(files["onnx"], threads=1, runtime="openvino", precision="f32")
+    report = parity(model, mapper, run, [_rgb(200, 150, 1), _rgb(100, 300, 3)])
+    assert report["ok"], report
+    assert report["ref"] > 50
+    with pytest.raises(ValueError, match="runtime 'openvino' cannot run"):
+        load_exported(str(tmp_path / "model.ts"), runtime="openvino")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        load_exported(files["onnx"], runtime="openvino", precision="int4")
+
+
 def test_normalized_input_variant_gives_the_uint8_variant_results(detector):
     model, mapper = detector
     sample = mapper.map_image(_rgb(90, 120, 4))
@@ -95,15 +111,3 @@ def test_export_tool_writes_the_model_its_description_and_a_passing_parity_repor
                                 torch.tensor(image.shape[:2]))
     assert len(boxes) == len(scores) == len(labels) > 0
     assert (boxes[:, 2] <= image.shape[1]).all() and (boxes[:, 3] <= image.shape[0]).all()
-
-
-def test_benchmark_export_mode_times_eager_torchscript_and_onnx_on_the_same_detections(single_thread):
-    pytest.importorskip("onnxruntime")
-    from tiny import TINY_MODEL
-
-    quickstart = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "quickstart.yaml")
-    results = load_tool("benchmark").benchmark_export(quickstart, TINY_MODEL, (64, 96), iters=1, warmup=0)
-    assert sorted(results) == ["eager", "onnx", "torchscript"]
-    for name, r in results.items():
-        assert r["median_s"] > 0 and r["matched"] == r["ref"] == r["got"], name
-        assert r["max_box_diff"] <= 1e-3, name

@@ -5,7 +5,8 @@
     report = parity(model, mapper, run, images)     # {"ok", "max_box_diff", "max_score_diff", ...}
 
 What the graph holds and what stays in Python: ``detection.modeling.export.ExportableDetector``.
-ONNX needs the optional ``onnx`` and ``onnxruntime`` packages (``pip install -e .[export]``).
+ONNX needs the optional ``onnx`` and ``onnxruntime`` packages (``pip install -e .[export]``); running the
+ONNX file in OpenVINO (``load_exported(path, runtime="openvino")``) the optional ``openvino`` (``.[openvino]``).
 """
 from __future__ import annotations
 
@@ -92,10 +93,25 @@ def export_model(model, example: dict, output_dir: str, formats=("torchscript", 
     return written
 
 
-def load_exported(path: str, threads: int | None = None):
+RUNTIMES = ("auto", "torchscript", "onnxruntime", "openvino")
+OPENVINO_PRECISIONS = ("f32", "bf16", "f16")
+
+
+def load_exported(path: str, threads: int | None = None, runtime: str = "auto", precision: str = "f32"):
     """A callable ``(image (3, h, w) tensor, original_size (2,) int64 tensor) -> (boxes, scores,
-    labels)`` numpy arrays, for a ``model.ts`` (TorchScript, in PyTorch) or ``model.onnx`` (onnxruntime)."""
-    if path.endswith(".onnx"):
+    labels)`` numpy arrays, for a ``model.ts`` (TorchScript, in PyTorch) or ``model.onnx``
+    (``runtime`` "onnxruntime", the default for .onnx, or "openvino": compiled for OpenVINO's "CPU"
+    device with ``INFERENCE_PRECISION_HINT`` = ``precision``, f32 / bf16 / f16)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}; got {runtime!r}")
+    is_onnx = path.endswith(".onnx")
+    if runtime == "auto":
+        runtime = "onnxruntime" if is_onnx else "torchscript"
+    if (runtime == "torchscript") == is_onnx:
+        raise ValueError(f"runtime {runtime!r} cannot run {path!r} (.onnx: onnxruntime or openvino; .ts: torchscript)")
+    if runtime == "openvino":
+        return _load_openvino(path, threads, precision)
+    if runtime == "onnxruntime":
         try:
             import onnxruntime as ort
         except ImportError:
@@ -116,6 +132,28 @@ def load_exported(path: str, threads: int | None = None):
         return tuple(t.numpy() for t in module(image, original_size))
 
     return run_torchscript
+
+
+def _load_openvino(path: str, threads: int | None, precision: str):
+    """The ONNX file compiled by OpenVINO for its "CPU" device (dynamic image size)."""
+    if precision not in OPENVINO_PRECISIONS:
+        raise ValueError(f"OpenVINO precision must be one of {OPENVINO_PRECISIONS}; got {precision!r}")
+    try:
+        import openvino as ov
+    except ImportError:
+        raise ImportError("running an ONNX export in OpenVINO needs openvino: pip install -e .[openvino]") from None
+    config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = ov.Core().compile_model(path, "CPU", config)
+    request = compiled.create_infer_request()
+    outputs = [compiled.output(name) for name in ("boxes", "scores", "labels")]
+
+    def run_openvino(image, original_size):
+        result = request.infer({"image": image.numpy(), "original_size": original_size.numpy()})
+        return tuple(result[o] for o in outputs)
+
+    return run_openvino
 
 
 def match_detections(ref: tuple, got: tuple) -> dict:
