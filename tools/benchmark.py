@@ -38,8 +38,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = {"paper": ("configs/coco_r101.yaml", (600, 1000)), "d2": ("configs/coco_r101_d2.yaml", (800, 1333))}
 # row: (label, prepare_for_inference arguments); None: not a detection.fastpath row
 INFERENCE_ROWS = {
-    "eager": ("eager fp32", None),
-    "folded": ("BN folded", dict(fold_bn=True)),
+    "eager": ("eager fp32 before #16", None),
+    "folded": ("default: BN folded, pooling threads", dict(fold_bn=True)),
     "compiled": ("folded + compiled", dict(fold_bn=True, compile=True)),
     "bf16": ("folded, bf16", dict(fold_bn=True, precision="bf16")),
     "compiled-bf16": ("folded + compiled, bf16", dict(fold_bn=True, compile=True, precision="bf16")),
@@ -75,8 +75,18 @@ def prepare(row: str, model, cfg, batch, job: dict):
                 return _numpy(m(batch)[0], label_offset)
         return run
 
-    if row == "eager":
-        return torch_runner(model), model.roi_heads.res5, 0.0
+    if row == "eager":  # the path before the fast paths: no folding, and RoI pooling in one call on one core
+        from detection.modeling import pooler
+        run_default = torch_runner(model)
+
+        def run_before():
+            saved, pooler.MIN_ROIS_PER_THREAD = pooler.MIN_ROIS_PER_THREAD, float("inf")
+            try:
+                return run_default()
+            finally:
+                pooler.MIN_ROIS_PER_THREAD = saved
+
+        return run_before, model.roi_heads.res5, 0.0
     if row == "torchvision":
         tv = TorchvisionC4(cfg).copy_weights(model).to(device).eval()
         return torch_runner(tv, label_offset=1), tv.model.roi_heads.box_head.res5, 0.0
