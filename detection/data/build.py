@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from detection.utils.seed import resolve_seed
+from detection.utils.threads import worker_threads
 
 from .catalog import get_dataset
 from .image_io import ImageReadError
@@ -138,6 +139,8 @@ class TestLoader:
 
 
 def _worker_init(seed: int, rank: int, worker_id: int) -> None:
+    # One thread per worker: the training process has the cores (detection.utils.threads).
+    worker_threads()
     # Our augmentation is seeded per item; this only pins library code that uses the global RNGs.
     s = derive_seed(seed, rank, worker_id)
     random.seed(s)
@@ -239,5 +242,6 @@ def build_test_loader(cfg, dataset_name: str, rank: int | None = None,
     sampler = InferenceSampler(len(records), rank, world_size)
     loader = DataLoader(dataset, batch_size=cfg.TEST.IMS_PER_BATCH, sampler=sampler,
                         num_workers=cfg.DATALOADER.NUM_WORKERS, collate_fn=trivial_collate,
+                        worker_init_fn=worker_threads,
                         generator=torch.Generator().manual_seed(0))  # leave the global RNG alone
     return TestLoader(loader), records, info
