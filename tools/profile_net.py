@@ -37,6 +37,7 @@ from detection.engine.launch import HelpFormatter, add_config_argument, add_over
 from detection.engine.trainer import Trainer
 from detection.modeling import build_model
 from detection.utils.logger import setup_logger
+from detection.utils.malloc import keep_freed_memory
 from detection.utils.seed import seed_all
 from detection.utils.threads import log_threads
 
@@ -184,6 +185,7 @@ def main(argv=None) -> None:
             cfg, _ = resolve_classes(cfg, list(cfg.DATASETS.TRAIN), cfg.MODEL.WEIGHTS, fine_tune=True)
         setup_logger(tmp)
         log_threads()
+        logger.info("glibc keeps freed memory: %s", keep_freed_memory())
         seed_all(cfg.SEED)
         model = build_model(cfg)
         if cfg.MODEL.WEIGHTS:
