@@ -28,6 +28,7 @@ import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detection.checkpoint import load_weights
 from detection.config import load_config
@@ -66,6 +67,23 @@ def random_batches(n: int, size, num_classes: int):
         i += 1
 
 
+@torch.no_grad()
+def calibrate_frozen_bn(model: torch.nn.Module, batch: list[dict]) -> None:
+    """Without weights: every FrozenBN's statistics set to those of its input on ``batch``, in forward
+    order (as tools/benchmark.py does). Random weights without normalisation blow activations up
+    through 100 layers (the RPN's boxes become non-finite); after this they keep a trained scale."""
+    def set_stats(module, args):
+        x = args[0]
+        module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+        module.running_var.copy_(x.var(dim=(0, 2, 3)))
+
+    hooks = [m.register_forward_pre_hook(set_stats) for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    model.eval()
+    model(batch)
+    for h in hooks:
+        h.remove()
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -97,6 +115,8 @@ def profile_training(cfg, model, args) -> None:
     else:
         batches = iter(build_train_loader(cfg))
     trainer = Trainer(cfg, model, lambda start: batches)
+    if not cfg.MODEL.WEIGHTS:
+        calibrate_frozen_bn(model, random_batch(1, *(args.size or (256, 256)), 1, seed=-1 % 2**31))
     model.train()
     t0 = None
     for i in range(args.warmup):
