@@ -10,6 +10,7 @@ from torchvision.ops import box_iou
 from small_detector import BOXES, LABELS, scene, small_model, train_inputs
 
 from detection.modeling.meta_arch.faster_rcnn import detector_postprocess
+from detection.structures import ImageList
 
 LOSS_NAMES = {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg"}
 
@@ -205,3 +206,19 @@ def test_batched_inference_matches_single_for_different_sizes(overfit_model):
         single = [model([a])[0], model([b])[0]]
     for x, y in zip(batched, single):
         _assert_same_detections(x, y)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_image_batch_written_in_channels_last_equals_the_padded_batch(n):
+    """The batch is written once in the trunk's memory format: the same values as padding in NCHW
+    (pad value in the padding) and converting."""
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randn(3, 20 + 3 * i, 30 - 5 * i, generator=g) for i in range(n)]
+    expected = torch.full((n, 3, 32, 32), -1.5)
+    for im, e in zip(images, expected):
+        e[:, :im.shape[1], :im.shape[2]] = im
+    batch = ImageList.from_tensors(images, 16, pad_value=-1.5, memory_format=torch.channels_last)
+    assert batch.tensor.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(batch.tensor, expected)
+    assert batch.image_sizes == [tuple(im.shape[1:]) for im in images]
+    assert torch.equal(ImageList.from_tensors(images, 16, pad_value=-1.5).tensor, expected)

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from detection.utils.seed import resolve_seed
+from detection.utils.threads import worker_threads
 
 from .catalog import get_dataset
 from .image_io import ImageReadError
@@ -138,6 +139,8 @@ class TestLoader:
 
 
 def _worker_init(seed: int, rank: int, worker_id: int) -> None:
+    # One thread per worker: the training process has the cores (detection.utils.threads).
+    worker_threads()
     # Our augmentation is seeded per item; this only pins library code that uses the global RNGs.
     s = derive_seed(seed, rank, worker_id)
     random.seed(s)
@@ -153,6 +156,10 @@ class _WorkerInit:
 
     def __call__(self, worker_id: int) -> None:
         _worker_init(self.seed, self.rank, worker_id)
+
+
+def _on_cuda(cfg) -> bool:
+    return cfg.MODEL.DEVICE.startswith("cuda") and torch.cuda.is_available()
 
 
 def _load_train(cfg) -> tuple[list[dict], DatasetInfo, bool]:
@@ -222,8 +229,11 @@ def build_train_loader(cfg, start_iter: int = 0, rank: int | None = None,
     # A generator of its own: DataLoader draws its base seed when an iterator starts, and taking
     # it from the global RNG would shift the stream the model's samplers use (resume would differ).
     generator = torch.Generator().manual_seed(derive_seed(seed, rank, 0))
+    # Pinned batches on CUDA: the model's non_blocking copy to the device overlaps the step before.
+    # (The loader is endless, so its workers live as long as training: persistent_workers is moot.)
     return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=cfg.DATALOADER.NUM_WORKERS,
-                      collate_fn=trivial_collate, worker_init_fn=_WorkerInit(seed, rank), generator=generator)
+                      collate_fn=trivial_collate, worker_init_fn=_WorkerInit(seed, rank), generator=generator,
+                      pin_memory=_on_cuda(cfg))
 
 
 def build_test_loader(cfg, dataset_name: str, rank: int | None = None,
@@ -239,5 +249,6 @@ def build_test_loader(cfg, dataset_name: str, rank: int | None = None,
     sampler = InferenceSampler(len(records), rank, world_size)
     loader = DataLoader(dataset, batch_size=cfg.TEST.IMS_PER_BATCH, sampler=sampler,
                         num_workers=cfg.DATALOADER.NUM_WORKERS, collate_fn=trivial_collate,
+                        worker_init_fn=worker_threads, pin_memory=_on_cuda(cfg),
                         generator=torch.Generator().manual_seed(0))  # leave the global RNG alone
     return TestLoader(loader), records, info

@@ -23,7 +23,8 @@ def effective_base_lr(cfg) -> float:
 
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD over trainable parameters; norm parameters get WEIGHT_DECAY_NORM, biases BIAS_LR_FACTOR."""
+    """SGD (SOLVER.SGD_IMPL) over trainable parameters; norm parameters get WEIGHT_DECAY_NORM, biases
+    BIAS_LR_FACTOR."""
     s = cfg.SOLVER
     lr = effective_base_lr(cfg)
     groups = {}
@@ -37,7 +38,17 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
             g_lr = lr * (s.BIAS_LR_FACTOR if is_bias else 1.0)
             groups.setdefault((g_lr, wd), []).append(p)
     param_groups = [{"params": ps, "lr": g_lr, "weight_decay": wd} for (g_lr, wd), ps in groups.items()]
-    return torch.optim.SGD(param_groups, lr=lr, momentum=s.MOMENTUM)
+    return torch.optim.SGD(param_groups, lr=lr, momentum=s.MOMENTUM, **sgd_kernel(s.SGD_IMPL))
+
+
+def sgd_kernel(impl: str) -> dict[str, bool]:
+    """SGD's kernel flags for SOLVER.SGD_IMPL. foreach: one call per op over all parameters (torch's
+    default on CUDA, not on CPU), the same arithmetic as a loop over the tensors; fused: one kernel
+    per step, which rounds differently. A resumed optimizer gets them again (its state dict would
+    bring back the checkpoint's)."""
+    if impl not in ("foreach", "fused"):
+        raise ValueError(f"SOLVER.SGD_IMPL must be 'foreach' or 'fused'; got {impl!r}")
+    return {"foreach": impl == "foreach", "fused": impl == "fused"}
 
 
 def lr_factor(iteration: int, steps: list[int], gamma: float, warmup_iters: int, warmup_factor: float) -> float:

@@ -9,6 +9,7 @@ import os
 import time
 
 import torch
+from torch.autograd.profiler import record_function
 from torch.nn.parallel import DistributedDataParallel
 
 from detection.checkpoint import CheckpointNotFoundError
@@ -17,7 +18,7 @@ from detection.utils.comm import all_gather_object, get_world_size, is_main_proc
 from .best import BestMetric, default_metric
 from .checkpointer import Checkpointer
 from .events import EventWriter, plot_curves
-from .solver import build_lr_scheduler, build_optimizer
+from .solver import build_lr_scheduler, build_optimizer, sgd_kernel
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class Trainer:
         self.checkpointer = Checkpointer(cfg.OUTPUT_DIR, self.model, self.optimizer, self.scheduler, self.scaler)
         self.events = EventWriter(cfg.OUTPUT_DIR, enabled=is_main_process())
         self.iteration = 0
+        self.pending = []  # (iteration, losses, total loss) of the steps not checked yet, on the device
         # An empty TEST.BEST_METRIC means the headline metric of the model's kind of evaluation.
         metric = cfg.TEST.BEST_METRIC or default_metric("loc" if model.task == "localization" else "coco")
         self.best = BestMetric(metric, cfg.TEST.BEST_METRIC_MODE, cfg.TEST.PATIENCE)
@@ -69,6 +71,8 @@ class Trainer:
             self.checkpointer.remove_temporary_files()
         if resume and self.checkpointer.last_checkpoint():
             data = self.checkpointer.resume()
+            for group in self.optimizer.param_groups:  # this config's SGD kernel, not the checkpoint's
+                group.update(sgd_kernel(self.cfg.SOLVER.SGD_IMPL))
             self.iteration = data["iteration"]
             if self.best.load_state_dict(data.get("best")):
                 logger.info("resumed %s; %d evaluation(s) since", self.best.describe(), self.best.since)
@@ -82,40 +86,57 @@ class Trainer:
             self.checkpointer.save(name, self.iteration, pointer=pointer, config=self.cfg.dump(),
                                    best=self.best.state_dict(), **self.extra)
 
-    def run_step(self, batch) -> dict[str, float]:
+    def run_step(self, batch) -> dict[str, torch.Tensor]:
+        """One SGD step. Returns the detached losses, still on the device: reading them is a host
+        sync, left to ``check_losses`` at log, evaluation and checkpoint iterations."""
         autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None
                     else contextlib.nullcontext())
-        with autocast:
+        with autocast, record_function("forward"):
             losses = self.model(batch)
-        total = sum(losses.values())
-        values = {k: float(v.detach()) for k, v in losses.items()}
-        if not math.isfinite(float(total.detach())):
+        with record_function("backward"):
+            total = sum(losses.values())
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(total).backward()
+                self.scaler.unscale_(self.optimizer)
+            else:
+                total.backward()
+        with record_function("optimizer"):
+            if self.cfg.SOLVER.CLIP_GRADIENTS > 0:
+                params = [p for g in self.optimizer.param_groups for p in g["params"]]
+                torch.nn.utils.clip_grad_norm_(params, self.cfg.SOLVER.CLIP_GRADIENTS)
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.scheduler.step()
+        self.pending.append((self.iteration, {k: v.detach() for k, v in losses.items()}, total.detach()))
+        return self.pending[-1][1]
+
+    def check_losses(self) -> dict[str, float]:
+        """The losses of the last step as numbers (with ``total_loss``), after checking that every
+        step since the last check had a finite loss: one host sync for all of them."""
+        if not self.pending:
+            return {}
+        totals = torch.stack([total for _, _, total in self.pending])
+        bad = ~torch.isfinite(totals)
+        if bad.any():
+            iteration, losses, _ = self.pending[int(bad.nonzero()[0, 0])]
+            self.pending = []
             try:
                 last = self.checkpointer.last_checkpoint()
             except CheckpointNotFoundError:  # checkpoints of an earlier run, no pointer yet
                 last = None
             raise FloatingPointError(
-                f"non-finite loss at iteration {self.iteration}: "
-                + ", ".join(f"{k}={v}" for k, v in values.items())
+                f"non-finite loss at iteration {iteration}: "
+                + ", ".join(f"{k}={float(v)}" for k, v in losses.items())
                 + f". Last good checkpoint: {last or 'none saved yet'}. Lower SOLVER.BASE_LR, lengthen "
                   "SOLVER.WARMUP_ITERS or set SOLVER.CLIP_GRADIENTS."
             )
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(total).backward()
-            self.scaler.unscale_(self.optimizer)
-        else:
-            total.backward()
-        if self.cfg.SOLVER.CLIP_GRADIENTS > 0:
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.SOLVER.CLIP_GRADIENTS)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.scheduler.step()
+        values = {k: float(v) for k, v in self.pending[-1][1].items()}
         values["total_loss"] = sum(values.values())
+        self.pending = []
         return values
 
     def evaluate(self) -> None:
@@ -168,12 +189,18 @@ class Trainer:
             t0 = time.perf_counter()
             batch = next(loader)
             data_time = time.perf_counter() - t0
-            values = self.run_step(batch)
+            try:
+                self.run_step(batch)
+            except FloatingPointError:  # e.g. the RPN's non-finite boxes after an unchecked non-finite loss
+                self.check_losses()  # that loss, with its iteration, is the better message
+                raise
             self.iteration += 1
             window.append(time.perf_counter() - t0)
             it = self.iteration
+            evaluates = self.cfg.TEST.EVAL_PERIOD > 0 and it % self.cfg.TEST.EVAL_PERIOD == 0 and it != max_iter
+            saves = s.CHECKPOINT_PERIOD > 0 and it % s.CHECKPOINT_PERIOD == 0 and it != max_iter
             if it % self.cfg.LOG_PERIOD == 0 or it == max_iter or it == start + 1:
-                values = reduce_dict(values)
+                values = reduce_dict(self.check_losses())
                 sec = sum(window) / len(window)
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.events.write(it, {**values, "lr": lr, "time": sec, "data_time": data_time})
@@ -182,10 +209,13 @@ class Trainer:
                 logger.info("iter %d/%d  total_loss: %.4f  %s  lr: %.5g  %.3f s/it  eta %s",
                             it, max_iter, values["total_loss"], terms, lr, sec, eta)
                 window = []
-            if self.cfg.TEST.EVAL_PERIOD > 0 and it % self.cfg.TEST.EVAL_PERIOD == 0 and it != max_iter:
+            if evaluates or saves:
+                self.check_losses()  # nothing is evaluated or saved after a non-finite loss
+            if evaluates:
                 self.evaluate()
-            if s.CHECKPOINT_PERIOD > 0 and it % s.CHECKPOINT_PERIOD == 0 and it != max_iter:
+            if saves:
                 self.save(f"model_{it:07d}")
+        self.check_losses()
         logger.info("training done in %.1f min", (time.perf_counter() - t_start) / 60)
         skipped = getattr(getattr(data, "dataset", None), "skipped", None)  # a TrainDataset's unreadable images
         if skipped is not None:

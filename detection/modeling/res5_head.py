@@ -80,8 +80,10 @@ class Res5ROIHeads(nn.Module):
             if gt_boxes is None or gt_labels is None:
                 raise ValueError("Res5ROIHeads in training mode needs ground-truth boxes and labels")
             boxes, labels, targets = self.sample(proposals, gt_boxes, gt_labels)
+            # The foreground before res5 is queued: its nonzero (a host sync on a GPU) does not wait for it.
+            fg = torch.nonzero(labels < self.num_classes).squeeze(1)
             logits, deltas = self.box_predictor(self.region_features(features, boxes))
-            return [], self.losses(logits, deltas, labels, targets, boxes)
+            return [], self.losses(logits, deltas, labels, targets, boxes, fg)
         logits, deltas = self.box_predictor(self.region_features(features, proposals))
         return self.inference(logits, deltas, proposals, image_sizes), {}
 
@@ -103,9 +105,11 @@ class Res5ROIHeads(nn.Module):
             targets.append(gt[matched[keep]] if len(gt) else props[keep])
         return boxes, torch.cat(labels), torch.cat(targets)
 
-    def losses(self, logits, deltas, labels, target_boxes, boxes):
+    def losses(self, logits, deltas, labels, target_boxes, boxes, fg=None):
+        """fg: indices of the foreground RoIs (labels < K), found here when not given."""
         loss_cls = F.cross_entropy(logits, labels, reduction="mean")
-        fg = torch.nonzero(labels < self.num_classes).squeeze(1)
+        if fg is None:
+            fg = torch.nonzero(labels < self.num_classes).squeeze(1)
         deltas = deltas.view(len(deltas), deltas.shape[1] // 4, 4)
         cls_index = labels[fg] if deltas.shape[1] > 1 else torch.zeros_like(fg)
         pred = deltas[fg, cls_index]

@@ -43,8 +43,8 @@ class ImageModel(nn.Module):
 
     def targets(self, batched_inputs: list[dict]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per image ground-truth boxes (G_i, 4) float and labels (G_i,) int64, on the model's device."""
-        gt_boxes = [x["boxes"].to(self.device).float().reshape(-1, 4) for x in batched_inputs]
-        gt_labels = [x["labels"].to(self.device).long().reshape(-1) for x in batched_inputs]
+        gt_boxes = [x["boxes"].to(self.device, non_blocking=True).float().reshape(-1, 4) for x in batched_inputs]
+        gt_labels = [x["labels"].to(self.device, non_blocking=True).long().reshape(-1) for x in batched_inputs]
         return gt_boxes, gt_labels
 
     def padded_size(self, image: torch.Tensor) -> tuple[int, int]:
@@ -52,10 +52,8 @@ class ImageModel(nn.Module):
         return ceil_to_multiple(image.shape[-2], d), ceil_to_multiple(image.shape[-1], d)
 
     def batch(self, images: list[torch.Tensor]) -> ImageList:
-        batch = ImageList.from_tensors(images, self.size_divisibility)
-        if self.channels_last:
-            batch.tensor = batch.tensor.contiguous(memory_format=torch.channels_last)
-        return batch
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        return ImageList.from_tensors(images, self.size_divisibility, memory_format=fmt)
 
     def same_size_groups(self, images: list[torch.Tensor]) -> list[list[int]]:
         """Indices of ``images`` grouped by padded size, the test-time batches.
