@@ -81,3 +81,22 @@ def test_inference_pools_roi_chunks_in_parallel_threads_with_the_same_values(poo
         assert calls == [150]
     finally:
         torch.set_num_threads(old)
+
+
+def test_a_trace_records_the_pooling_of_many_rois_with_several_threads():
+    # the threads' ops are invisible to the tracer: traced, the pooling must be one call in this thread,
+    # or the export would hold the pooled features of the example image as a constant
+    g = torch.Generator().manual_seed(2)
+    features = torch.randn(1, 8, 20, 24, generator=g)
+    xy = torch.rand(150, 2, generator=g) * 200
+    rois = torch.cat([torch.zeros(150, 1), xy, xy + 40], 1)
+    pooler = ROIPooler(7, 1 / 16, "ROIPool")
+    old = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        with torch.no_grad():
+            traced = torch.jit.trace(lambda f, r: pooler.pool_rois(f, r), (features, rois), check_trace=False)
+            other = torch.randn(1, 8, 20, 24, generator=g)
+            torch.testing.assert_close(traced(other, rois), roi_pool(other, rois, (7, 7), 1 / 16), rtol=0, atol=0)
+    finally:
+        torch.set_num_threads(old)

@@ -45,10 +45,14 @@ class ROIPooler(nn.Module):
 
         torchvision's CPU kernels run on one core: at inference on a CPU the RoIs are split into one
         chunk per intra-op thread, pooled in parallel (the op releases the GIL) and concatenated, the
-        same values as one call. With gradients one call, so that the backward sums in one order."""
+        same values as one call. With gradients one call, so that the backward sums in one order;
+        under a tracer or a compiler one call, which they can record."""
         n = torch.get_num_threads()
         parallel = (features.device.type == "cpu" and n > 1 and rois.shape[0] >= 2 * MIN_ROIS_PER_THREAD
-                    and not (torch.is_grad_enabled() and features.requires_grad))
+                    and not (torch.is_grad_enabled() and features.requires_grad)
+                    # a tracer (TorchScript, ONNX) or a compiler records only this thread's ops
+                    and not torch.jit.is_tracing() and not torch.jit.is_scripting()
+                    and not torch.compiler.is_compiling())
         if not parallel:
             return self._pool(features, rois)
         chunks = rois.tensor_split(min(n, rois.shape[0] // MIN_ROIS_PER_THREAD))
