@@ -12,7 +12,8 @@ FrozenBN statistics set from the image so the RPN keeps its full proposal budget
 s/image is the median of --iters calls after --warmup; the one-time cost (folding, compiling,
 calibrating, exporting, plus the first call's excess over the median) is timed apart from it.
 Peak RSS is that of the timed calls (the process's peak is reset after the model is prepared).
-"Detections vs eager" pairs each row's detections with the eager row's (same label, closest box).
+"Eager detections within 1 px": the eager row's detections paired one to one with this row's (same label,
+closest box) and counted when the box is within 1 px (meaningful with trained --weights only).
 GFLOP/s = 2 x the conv and linear multiply-adds of the image (RoIs that reach res5 included) / s.
 """
 from __future__ import annotations
@@ -261,7 +262,7 @@ def add_comparisons(results: list, gflop: dict, peak: B.CpuPeak | None, ceiling:
         r["ceiling_share"] = r["gflops"] / ceiling if r["gflops"] and ceiling else None
         if eager:
             m = match_detections(eager["detections"], r["detections"])
-            r.update(matched=m["matched"], eager_count=m["ref"], max_box_diff=m["max_box_diff"])
+            r.update(matched=m["close"], eager_count=m["ref"], max_box_diff=m["max_box_diff"])
 
 
 def main(argv=None):

@@ -156,18 +156,19 @@ def _load_openvino(path: str, threads: int | None, precision: str):
     return run_openvino
 
 
-def match_detections(ref: tuple, got: tuple) -> dict:
+def match_detections(ref: tuple, got: tuple, close_px: float = 1.0) -> dict:
     """Pair two detection sets (boxes, scores, labels) one to one, same label, closest boxes
-    (Hungarian assignment on the largest coordinate difference); the differences of the pairs."""
+    (Hungarian assignment on the largest coordinate difference); the differences of the pairs, and
+    how many pairs are within ``close_px`` pixels (``close``)."""
     rb, rs, rl = (np.asarray(a) for a in ref)
     gb, gs, gl = (np.asarray(a) for a in got)
-    out = {"ref": len(rb), "got": len(gb), "matched": 0, "max_box_diff": 0.0, "max_score_diff": 0.0}
+    out = {"ref": len(rb), "got": len(gb), "matched": 0, "close": 0, "max_box_diff": 0.0, "max_score_diff": 0.0}
     if len(rb) and len(gb):
         cost = np.abs(rb[:, None, :].astype(np.float64) - gb[None, :, :]).max(-1)
         cost[rl[:, None] != gl[None, :]] = 1e9
         r, g = linear_sum_assignment(cost)
         r, g = r[cost[r, g] < 1e9], g[cost[r, g] < 1e9]
-        out.update(matched=len(r), max_box_diff=float(cost[r, g].max(initial=0.0)),
+        out.update(matched=len(r), close=int((cost[r, g] <= close_px).sum()), max_box_diff=float(cost[r, g].max(initial=0.0)),
                    max_score_diff=float(np.abs(rs[r].astype(np.float64) - gs[g]).max(initial=0.0)))
     return out
 
