@@ -65,6 +65,7 @@ def test_inference_pools_roi_chunks_in_parallel_threads_with_the_same_values(poo
     calls = []
     single = pooler._pool
     monkeypatch.setattr(pooler, "_pool", lambda f, r: calls.append(len(r)) or single(f, r))
+    monkeypatch.setattr(pooler_module, "MIN_OUTPUTS_PER_THREAD", 50 * 8 * 7 * 7)  # 50 RoIs a thread
     old = torch.get_num_threads()
     torch.set_num_threads(3)
     try:
@@ -74,8 +75,8 @@ def test_inference_pools_roi_chunks_in_parallel_threads_with_the_same_values(poo
         torch.testing.assert_close(out, single(features, rois), rtol=0, atol=0)
         calls.clear()
         with torch.no_grad():
-            pooler.pool_rois(features, rois[: 2 * pooler_module.MIN_ROIS_PER_THREAD - 1])  # a few RoIs: one call
-        assert calls == [2 * pooler_module.MIN_ROIS_PER_THREAD - 1]
+            pooler.pool_rois(features, rois[:99])  # under two threads' worth: one call
+        assert calls == [99]
         calls.clear()
         pooler.pool_rois(features.requires_grad_(), rois)  # training: one call, one backward order
         assert calls == [150]
@@ -83,7 +84,10 @@ def test_inference_pools_roi_chunks_in_parallel_threads_with_the_same_values(poo
         torch.set_num_threads(old)
 
 
-def test_a_trace_records_the_pooling_of_many_rois_with_several_threads():
+def test_a_trace_records_the_pooling_of_many_rois_with_several_threads(monkeypatch):
+    import detection.modeling.pooler as pooler_module
+
+    monkeypatch.setattr(pooler_module, "MIN_OUTPUTS_PER_THREAD", 1)
     # the threads' ops are invisible to the tracer: traced, the pooling must be one call in this thread,
     # or the export would hold the pooled features of the example image as a constant
     g = torch.Generator().manual_seed(2)

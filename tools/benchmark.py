@@ -81,11 +81,11 @@ def prepare(row: str, model, cfg, batch, job: dict):
         run_default = torch_runner(model)
 
         def run_before():
-            saved, pooler.MIN_ROIS_PER_THREAD = pooler.MIN_ROIS_PER_THREAD, float("inf")
+            saved, pooler.MIN_OUTPUTS_PER_THREAD = pooler.MIN_OUTPUTS_PER_THREAD, float("inf")
             try:
                 return run_default()
             finally:
-                pooler.MIN_ROIS_PER_THREAD = saved
+                pooler.MIN_OUTPUTS_PER_THREAD = saved
 
         return run_before, model.roi_heads.res5, 0.0
     if row == "torchvision":
