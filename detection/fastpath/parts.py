@@ -8,7 +8,6 @@ ones worth quantizing: the trunk and res5), as dotted submodule paths.
 from __future__ import annotations
 
 import torch
-import torch._inductor.config as inductor_config
 import torch.nn as nn
 from torch.utils._pytree import tree_map
 
@@ -62,6 +61,8 @@ class Compiled(nn.Module):
         return self
 
     def forward(self, *args):
+        import torch._inductor.config as inductor_config  # here: importing Inductor takes a second
+
         # freezing is read when a graph is (re)compiled, inside this call: set here, not process-wide
         with inductor_config.patch(freezing=True), torch.no_grad():
             return self._compiled(*args)
