@@ -28,7 +28,6 @@ import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
-from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detection.checkpoint import load_weights
 from detection.config import load_config
@@ -36,7 +35,8 @@ from detection.data import build_test_loader, build_train_loader
 from detection.engine.classes import resolve_classes
 from detection.engine.launch import HelpFormatter, add_config_argument, add_overrides_argument, run_tool
 from detection.engine.trainer import Trainer
-from detection.modeling import build_model
+from detection.modeling import build_model, build_test_model
+from detection.utils.benchmark import calibrate_frozen_bn, synthetic_batch
 from detection.utils.logger import setup_logger
 from detection.utils.malloc import keep_freed_memory
 from detection.utils.seed import seed_all
@@ -47,41 +47,11 @@ logger = logging.getLogger("detection")
 PHASES = ("data", "forward", "backward", "optimizer")
 
 
-def random_batch(n: int, h: int, w: int, num_classes: int, seed: int) -> list[dict]:
-    """``n`` random uint8 images of h x w with 8 random boxes each (inputs as the mapper gives them)."""
-    g = torch.Generator().manual_seed(seed)
-    batch = []
-    for _ in range(n):
-        xy = torch.rand(8, 2, generator=g) * torch.tensor([w * 0.7, h * 0.7])
-        wh = (torch.rand(8, 2, generator=g) * 0.25 + 0.05) * torch.tensor([w, h])
-        batch.append({"image": torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8),
-                      "boxes": torch.cat([xy, xy + wh], 1), "labels": torch.randint(0, num_classes, (8,), generator=g),
-                      "height": h, "width": w})
-    return batch
-
-
 def random_batches(n: int, size, num_classes: int):
     i = 0
     while True:
-        yield random_batch(n, size[0], size[1], num_classes, seed=i)
+        yield synthetic_batch(n, size[0], size[1], num_classes, seed=i)
         i += 1
-
-
-@torch.no_grad()
-def calibrate_frozen_bn(model: torch.nn.Module, batch: list[dict]) -> None:
-    """Without weights: every FrozenBN's statistics set to those of its input on ``batch``, in forward
-    order (as tools/benchmark.py does). Random weights without normalisation blow activations up
-    through 100 layers (the RPN's boxes become non-finite); after this they keep a trained scale."""
-    def set_stats(module, args):
-        x = args[0]
-        module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
-        module.running_var.copy_(x.var(dim=(0, 2, 3)))
-
-    hooks = [m.register_forward_pre_hook(set_stats) for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
-    model.eval()
-    model(batch)
-    for h in hooks:
-        h.remove()
 
 
 def synchronize(device: torch.device) -> None:
@@ -116,7 +86,7 @@ def profile_training(cfg, model, args) -> None:
         batches = iter(build_train_loader(cfg))
     trainer = Trainer(cfg, model, lambda start: batches)
     if not cfg.MODEL.WEIGHTS:
-        calibrate_frozen_bn(model, random_batch(1, *(args.size or (256, 256)), 1, seed=-1 % 2**31))
+        calibrate_frozen_bn(model, synthetic_batch(1, *(args.size or (256, 256)), 1, seed=2**31 - 1))
     model.train()
     t0 = None
     for i in range(args.warmup):
@@ -148,9 +118,9 @@ def profile_training(cfg, model, args) -> None:
 
 def profile_inference(cfg, model, args) -> None:
     device = next(model.parameters()).device
-    model.eval()
+    model = build_test_model(cfg, model.eval())  # what inference runs: the fast paths of the config
     if args.size:
-        images = random_batch(args.inference, args.size[0], args.size[1], 1, seed=0)
+        images = synthetic_batch(args.inference, args.size[0], args.size[1], 1, seed=0)
     else:
         loader, _, _ = build_test_loader(cfg, cfg.DATASETS.TEST[0])
         images = [x for batch in loader for x in batch][:args.inference]

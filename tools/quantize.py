@@ -20,6 +20,7 @@ import time
 
 from detection.checkpoint import load_weights
 from detection.data import build_test_loader
+from detection.engine.best import default_metric, metric_mode
 from detection.engine.classes import resolve_classes
 from detection.engine.inference import evaluate
 from detection.engine.launch import default_parser, run_tool, setup
@@ -65,9 +66,9 @@ def calibration_batches(cfg, n: int):
 
 
 def headline(task: str, metrics: dict) -> tuple[str, float]:
-    key = "AP50" if task == "detection" else "loc_err_gt"
-    first = next(iter(metrics.values()))
-    return key, float(first[key])
+    """(metric, value) of the first test dataset: what TEST.BEST_METRIC defaults to for ``task``."""
+    key = default_metric("loc" if task == "localization" else "coco")
+    return key, float(next(iter(metrics.values()))[key])
 
 
 def main(argv=None) -> dict:
@@ -111,7 +112,7 @@ def compare(cfg, model, int8_dir: str) -> dict:
     cfg.OUTPUT_DIR, cfg.TEST.INT8 = base_dir, ""
     key = next(iter(out["fp32"]))
     change = out["int8"][key] - out["fp32"][key]
-    loss = -change if key == "AP50" else change  # loc_err_gt: lower is better
+    loss = -change if metric_mode(key) == "max" else change  # loc_err_gt: lower is better
     out["change"] = round(change, 3)
     out["recommended"] = bool(loss < TOLERANCE_AP50)
     print(f"{key}: fp32 {out['fp32'][key]:.2f} ({out['fp32']['seconds']} s), int8 {out['int8'][key]:.2f} "
